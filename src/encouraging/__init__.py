@@ -1,0 +1,38 @@
+"""encouraging: the encouraging loss (Zhao et al., AAAI 2022) as a drop-in for ``nn.CrossEntropyLoss``.
+
+>>> from encouraging import EncouragingLoss
+>>> criterion = EncouragingLoss(log_end=0.75)   # was: nn.CrossEntropyLoss()
+"""
+
+from .losses import (
+    BinaryEncouragingLoss,
+    BonusSchedule,
+    EncouragingLoss,
+    FocalLoss,
+    HaltedFocalLoss,
+    PolyLoss,
+    binary_encouraging_loss,
+    encouraging_loss,
+    encouraging_loss_parts,
+    focal_loss,
+    halted_focal_loss,
+    poly_loss,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BinaryEncouragingLoss",
+    "BonusSchedule",
+    "EncouragingLoss",
+    "FocalLoss",
+    "HaltedFocalLoss",
+    "PolyLoss",
+    "__version__",
+    "binary_encouraging_loss",
+    "encouraging_loss",
+    "encouraging_loss_parts",
+    "focal_loss",
+    "halted_focal_loss",
+    "poly_loss",
+]

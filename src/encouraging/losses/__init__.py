@@ -1,0 +1,32 @@
+"""Losses: the encouraging loss, its binary form, the baselines, bonus schedules. Depends on torch only."""
+
+from ._checks import disable_checks
+from .baselines import FocalLoss, HaltedFocalLoss, PolyLoss, focal_loss, halted_focal_loss, poly_loss
+from .binary import BinaryEncouragingLoss, binary_encouraging_loss
+from .bonus import Bonus, BonusParams, get_bonus, list_bonuses, register_bonus
+from .functional import LossParts, encouraging_loss, encouraging_loss_parts
+from .modules import EncouragingLoss, summarize
+from .schedule import BonusSchedule
+
+__all__ = [
+    "Bonus",
+    "BonusParams",
+    "BonusSchedule",
+    "BinaryEncouragingLoss",
+    "EncouragingLoss",
+    "FocalLoss",
+    "HaltedFocalLoss",
+    "LossParts",
+    "PolyLoss",
+    "binary_encouraging_loss",
+    "disable_checks",
+    "encouraging_loss",
+    "encouraging_loss_parts",
+    "focal_loss",
+    "get_bonus",
+    "halted_focal_loss",
+    "list_bonuses",
+    "poly_loss",
+    "register_bonus",
+    "summarize",
+]

@@ -1,0 +1,80 @@
+"""Argument checks shared by every loss: clear errors that name the argument, the allowed values and the value.
+
+Checks that need a device-to-host sync (target range) run only in eager mode and can be switched off for hot
+loops with :func:`disable_checks` or ``ENCOURAGING_CHECKS=0``; shape and option checks are free and always run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+REDUCTIONS = ("none", "mean", "sum")
+
+_state = {"enabled": os.environ.get("ENCOURAGING_CHECKS", "1") != "0"}
+
+
+@contextlib.contextmanager
+def disable_checks() -> Iterator[None]:
+    """Skip the data-dependent checks (target range) inside the block; they cost a host sync on GPU."""
+    previous = _state["enabled"]
+    _state["enabled"] = False
+    try:
+        yield
+    finally:
+        _state["enabled"] = previous
+
+
+def data_checks_enabled() -> bool:
+    return _state["enabled"] and not torch.compiler.is_compiling()
+
+
+def check_reduction(reduction: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+def check_range(name: str, value: float, low: float, high: float, *, high_open: bool = False) -> None:
+    ok = low <= value < high if high_open else low <= value <= high
+    if not ok:
+        bracket = ")" if high_open else "]"
+        raise ValueError(f"{name} must be in [{low}, {high}{bracket}, got {value}")
+
+
+def check_nonnegative(name: str, value: float) -> None:
+    if not value >= 0.0:  # also rejects NaN
+        raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+def check_floating(name: str, tensor: Tensor) -> None:
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+    if not tensor.is_floating_point():
+        raise TypeError(f"{name} must be a floating point tensor, got dtype {tensor.dtype}")
+
+
+def check_class_vector(name: str, vector: Tensor | None, num_classes: int | None = None) -> None:
+    """A per-class vector (class weights, bonus weights) must be floating, 1-D and of length C when C is known."""
+    if vector is None:
+        return
+    check_floating(name, vector)
+    if vector.dim() != 1 or (num_classes is not None and vector.shape[0] != num_classes):
+        length = f" of length C={num_classes} (one entry per class)" if num_classes is not None else ""
+        raise ValueError(f"{name} must be a 1-D tensor{length}, got shape {tuple(vector.shape)}")
+
+
+def check_target_range(target: Tensor, num_classes: int, ignore_index: int) -> None:
+    """Every class index is in [0, C) or equals ignore_index (eager mode only: it syncs with the device)."""
+    if not data_checks_enabled() or target.numel() == 0:
+        return
+    bad = ((target < 0) | (target >= num_classes)) & (target != ignore_index)
+    if bool(bad.any()):
+        value = int(target[bad].flatten()[0])
+        raise ValueError(
+            f"target contains class index {value}, outside [0, {num_classes}) "
+            f"and not ignore_index={ignore_index}"
+        )

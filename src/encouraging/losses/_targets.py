@@ -1,0 +1,154 @@
+"""Input/target layout shared by the softmax losses, following ``torch.nn.functional.cross_entropy``.
+
+Accepted layouts (class dimension 1, as in torch):
+
+* ``input (C)`` with ``target ()`` (class index) or ``target (C)`` (probabilities): unbatched;
+* ``input (N, C)`` with ``target (N)`` or ``(N, C)``;
+* ``input (N, C, d1, ..., dK)`` with ``target (N, d1, ..., dK)`` or ``(N, C, d1, ..., dK)``.
+
+Half-precision inputs are computed in float32 and the result is cast back to the input dtype, as torch does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ._checks import (
+    check_class_vector,
+    check_floating,
+    check_range,
+    check_reduction,
+    check_target_range,
+)
+
+
+@dataclass
+class Targets:
+    """A batched view of (input, target) with everything the losses need, computed once."""
+
+    x: Tensor  # (N, C, *) float32 or float64
+    num_classes: int
+    unbatched: bool
+    out_dtype: torch.dtype
+    # class-index targets
+    index: Tensor | None = None  # (N, *) long, ignored positions replaced by 0 (safe to gather)
+    valid: Tensor | None = None  # (N, *) bool, False where target == ignore_index
+    # probability targets
+    probs: Tensor | None = None  # (N, C, *)
+
+    @property
+    def hard(self) -> bool:
+        return self.index is not None
+
+    def class_view(self, vector: Tensor) -> Tensor:
+        """Reshape a (C,) vector so that it broadcasts along the class dimension of ``x``."""
+        return vector.view((1, -1) + (1,) * (self.x.dim() - 2))
+
+    def gather(self, tensor: Tensor) -> Tensor:
+        """The target column of a (N, C, *) tensor, shape (N, *)."""
+        return tensor.gather(1, self.index.unsqueeze(1)).squeeze(1)
+
+    def finish(self, elementwise: Tensor) -> Tensor:
+        """Cast back to the input dtype and drop the batch dimension of unbatched input."""
+        out = elementwise.to(self.out_dtype)
+        return out.squeeze(0) if self.unbatched else out
+
+
+def prepare(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+) -> Targets:
+    """Validate the arguments every softmax loss shares and build the batched layout."""
+    check_floating("input", input)
+    if not isinstance(target, Tensor):
+        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    check_reduction(reduction)
+    check_range("label_smoothing", label_smoothing, 0.0, 1.0)
+    if input.dim() == 0:
+        raise ValueError("input must have at least 1 dimension (C) or (N, C, d1, ..., dK), got a 0-d tensor")
+    unbatched = input.dim() == 1
+    x = input.unsqueeze(0) if unbatched else input
+    num_classes = x.shape[1]
+    check_class_vector("weight", weight, num_classes)
+    out_dtype = input.dtype
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
+
+    if target.is_floating_point():
+        if target.shape != input.shape:
+            raise ValueError(
+                f"probability targets must have the input's shape {tuple(input.shape)}, "
+                f"got target of shape {tuple(target.shape)}"
+            )
+        probs = (target.unsqueeze(0) if unbatched else target).to(x.dtype)
+        return Targets(x, num_classes, unbatched, out_dtype, probs=probs)
+
+    if target.dtype in (torch.bool, torch.complex64, torch.complex128):
+        raise TypeError(f"target must hold class indices (integer dtype) or probabilities, got {target.dtype}")
+    expected = (input.shape[0],) + tuple(input.shape[2:]) if not unbatched else ()
+    if tuple(target.shape) != expected:
+        raise ValueError(
+            f"class-index target must have shape {expected} for input of shape {tuple(input.shape)}, "
+            f"got {tuple(target.shape)}"
+        )
+    check_target_range(target, num_classes, ignore_index)
+    target = target.unsqueeze(0) if unbatched else target
+    target = target.long()
+    valid = target != ignore_index
+    index = torch.where(valid, target, torch.zeros((), dtype=target.dtype, device=target.device))
+    return Targets(x, num_classes, unbatched, out_dtype, index=index, valid=valid)
+
+
+def reduce(elementwise: Tensor, normalizer: Tensor | float, reduction: str, targets: Targets) -> Tensor:
+    """Apply ``reduction`` the way ``F.cross_entropy`` does; ``normalizer`` is the 'mean' denominator."""
+    if reduction == "none":
+        return targets.finish(elementwise)
+    total = elementwise.sum()
+    if reduction == "mean":
+        total = total / normalizer
+    return total.to(targets.out_dtype)
+
+
+def mean_normalizer(targets: Targets, weight: Tensor | None) -> Tensor | float:
+    """Denominator of 'mean': the summed target class weights of non-ignored elements (class indices), or the
+    number of elements (probabilities), exactly as ``F.cross_entropy``."""
+    if not targets.hard:
+        return float(targets.probs.numel() // targets.num_classes)
+    if weight is None:
+        return targets.valid.sum().to(targets.x.dtype)
+    return torch.where(targets.valid, weight.to(targets.x.dtype)[targets.index], 0.0).sum()
+
+
+def smoothed(targets: Targets, label_smoothing: float) -> Tensor:
+    """Probability targets with smoothing applied: ``t (1 - eps) + eps / C``."""
+    if label_smoothing == 0.0:
+        return targets.probs
+    return targets.probs * (1.0 - label_smoothing) + label_smoothing / targets.num_classes
+
+
+def class_terms(t: Targets, log_p: Tensor, term, weight: Tensor | None, label_smoothing: float) -> Tensor:
+    r"""Per-element :math:`\sum_k q_k w_k\, \phi(\log p_k)` with ``F.cross_entropy``'s target conventions.
+
+    ``term`` is :math:`\phi`, applied elementwise to log-probabilities (``torch.neg`` gives cross-entropy).
+    For class indices :math:`q = (1 - \varepsilon) e_y + \varepsilon / C` and ignored elements give 0; for
+    probability targets :math:`q` is the smoothed target.
+    """
+    w = weight.to(log_p.dtype) if weight is not None else None
+    if not t.hard:
+        q = smoothed(t, label_smoothing)
+        return (term(log_p) * (q * t.class_view(w) if w is not None else q)).sum(1)
+    out = term(t.gather(log_p))
+    if w is not None:
+        out = out * w[t.index]
+    if label_smoothing > 0.0:
+        spread = term(log_p)
+        spread = (spread * t.class_view(w)).sum(1) if w is not None else spread.sum(1)
+        out = (1.0 - label_smoothing) * out + (label_smoothing / t.num_classes) * spread
+    return torch.where(t.valid, out, 0.0)

@@ -1,0 +1,230 @@
+r"""The bonus functions :math:`b(p)` added to cross-entropy, and their registry.
+
+Every bonus is a non-positive "reward" for the probability :math:`p` of a class (design.md §2, paper.md §2.3-2.4):
+
+* ``log`` (default): :math:`b(p) = \log(1 - p)` for :math:`p \le LE` and its tangent line
+  :math:`\log(1 - LE) + (p - LE)/(LE - 1)` beyond (``log_end = LE``; 1 is the full bonus, 0 gives :math:`-p`);
+* ``power``: :math:`b(p) = -p^\gamma`;
+* ``cosine``: :math:`b(p) = \cos(\pi p) - 1`;
+* ``poly``: :math:`1 - p`, Poly-1's term (Leng et al. 2022): a penalty rather than a reward, registered so that
+  Poly-1 shares EL's implementation (``log_end = 0`` gives :math:`-p`, the same gradient);
+* any bonus with ``start = s > 0`` (the paper's "aggressive" bonus): :math:`b_s(p) = b(p) - b(s)` for
+  :math:`p \ge s`, 0 below.
+
+Each entry gives three functions of :math:`\log p`:
+
+* ``value(log_p, log1m_p, params)``: differentiable by autograd, finite everywhere (clamps, never ``where`` over
+  an infinite branch). ``log1m_p`` is an exact :math:`\log(1 - p)` when the caller has one (the full log bonus
+  needs it: :math:`\log(1-p)` from :math:`\log p` alone loses all precision as :math:`p \to 1`);
+* ``dense_value`` / ``dense_grad``: the value and :math:`p\,b'(p) = \partial b / \partial \log p` for every class
+  at once, in place, without autograd; used for the label-smoothing and soft-target terms. There the full log
+  bonus is floored at :math:`1 - p \ge 10^{-5}` as in the paper's code (``P_CAP``), since no exact form exists.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+#: The paper's clamp ``1 - p >= 1e-5``; applied only to the dense (non-target) terms of the log bonus.
+P_CAP = 1.0 - 1e-5
+_LOG_P_CAP = math.log(P_CAP)
+
+
+@dataclass(frozen=True)
+class BonusParams:
+    """Shape parameters of a bonus. ``log_end`` is read by ``log``, ``gamma`` by ``power``."""
+
+    log_end: float = 0.75
+    gamma: float = 2.0
+    start: float = 0.0
+
+
+@dataclass(frozen=True)
+class Bonus:
+    """A registered bonus: its name, a one-line description and its three functions of ``log p``."""
+
+    name: str
+    description: str
+    value: Callable[[Tensor, Tensor | None, BonusParams], Tensor]
+    dense_value: Callable[[Tensor, BonusParams], Tensor]
+    dense_grad: Callable[[Tensor, BonusParams], Tensor]
+    uses: tuple[str, ...] = ()
+
+
+_REGISTRY: dict[str, Bonus] = {}
+
+
+def register_bonus(bonus: Bonus) -> Bonus:
+    """Add a bonus to the registry; a name can be registered once."""
+    if bonus.name in _REGISTRY:
+        raise ValueError(f"bonus {bonus.name!r} is already registered")
+    _REGISTRY[bonus.name] = bonus
+    return bonus
+
+
+def list_bonuses(filter: str = "*") -> list[str]:
+    """Names of the registered bonuses matching an fnmatch pattern, sorted."""
+    return sorted(name for name in _REGISTRY if fnmatch.fnmatch(name, filter))
+
+
+def get_bonus(name: str) -> Bonus:
+    """The registered bonus called ``name``; an unknown name lists the valid ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"bonus must be one of {list_bonuses()}, got {name!r}") from None
+
+
+# ----------------------------------------------------------------------------------------------------------- log
+
+
+def _log_value(log_p: Tensor, log1m_p: Tensor | None, params: BonusParams) -> Tensor:
+    le = params.log_end
+    if log1m_p is not None:
+        # log(1 - min(p, LE)) = max(log(1 - p), log(1 - LE)); the clamp also stops the gradient past LE.
+        head = log1m_p if le == 1.0 else log1m_p.clamp(min=math.log1p(-le))
+    elif le == 0.0:
+        head = torch.zeros_like(log_p)
+    else:
+        # Clamping log p at log(LE) keeps 1 - p >= 1 - LE, so expm1 is accurate and the log finite.
+        head = torch.log(-torch.expm1(log_p.clamp(max=math.log(le))))
+    if le == 1.0:
+        return head
+    return head + (log_p.exp().clamp(min=le) - le) / (le - 1.0)
+
+
+def _log_dense_value(log_p: Tensor, params: BonusParams) -> Tensor:
+    le = params.log_end
+    cap = math.log(min(le, P_CAP)) if le > 0 else -math.inf
+    out = log_p.clamp(max=cap).expm1_().neg_().log_()  # log(1 - min(p, LE, P_CAP))
+    if le < 1.0:
+        out.add_(log_p.exp().clamp_(min=le).sub_(le), alpha=1.0 / (le - 1.0))
+    return out
+
+
+def _log_dense_grad(log_p: Tensor, params: BonusParams) -> Tensor:
+    # p b'(p) = -p / (1 - min(p, LE)), and 0 where the P_CAP floor holds the value constant.
+    le = params.log_end
+    if le == 0.0:
+        den = torch.full_like(log_p, -1.0)
+    else:
+        den = (log_p if le == 1.0 else log_p.clamp(max=math.log(le))).expm1()  # min(p, LE) - 1
+    grad = log_p.exp().div_(den)
+    if le > P_CAP:
+        floor = log_p > _LOG_P_CAP
+        if le < 1.0:
+            floor &= log_p <= math.log(le)
+        grad.masked_fill_(floor, 0.0)
+    return grad
+
+
+register_bonus(
+    Bonus(
+        "log",
+        "log(1 - p) up to p = log_end, then its tangent line (the paper's encouraging loss)",
+        _log_value,
+        _log_dense_value,
+        _log_dense_grad,
+        uses=("log_end",),
+    )
+)
+
+# --------------------------------------------------------------------------------------------------------- power
+
+
+def _power_value(log_p: Tensor, log1m_p: Tensor | None, params: BonusParams) -> Tensor:
+    return -torch.exp(params.gamma * log_p)
+
+
+def _power_dense_value(log_p: Tensor, params: BonusParams) -> Tensor:
+    return log_p.mul(params.gamma).exp_().neg_()
+
+
+def _power_dense_grad(log_p: Tensor, params: BonusParams) -> Tensor:
+    return log_p.mul(params.gamma).exp_().mul_(-params.gamma)
+
+
+register_bonus(
+    Bonus("power", "-p^gamma (the paper's power bonus)", _power_value, _power_dense_value, _power_dense_grad,
+          uses=("gamma",))
+)
+
+# -------------------------------------------------------------------------------------------------------- cosine
+
+
+def _cosine_value(log_p: Tensor, log1m_p: Tensor | None, params: BonusParams) -> Tensor:
+    return torch.cos(math.pi * log_p.exp()) - 1.0
+
+
+def _cosine_dense_value(log_p: Tensor, params: BonusParams) -> Tensor:
+    return log_p.exp().mul_(math.pi).cos_().sub_(1.0)
+
+
+def _cosine_dense_grad(log_p: Tensor, params: BonusParams) -> Tensor:
+    p = log_p.exp()
+    return torch.sin(p * math.pi).mul_(p).mul_(-math.pi)
+
+
+register_bonus(
+    Bonus("cosine", "cos(pi p) - 1 (the paper's cosine bonus)", _cosine_value, _cosine_dense_value,
+          _cosine_dense_grad)
+)
+
+# ---------------------------------------------------------------------------------------------------------- poly
+
+
+def _poly_value(log_p: Tensor, log1m_p: Tensor | None, params: BonusParams) -> Tensor:
+    return -torch.expm1(log_p)
+
+
+def _poly_dense_value(log_p: Tensor, params: BonusParams) -> Tensor:
+    return log_p.expm1().neg_()
+
+
+def _poly_dense_grad(log_p: Tensor, params: BonusParams) -> Tensor:
+    return log_p.exp().neg_()
+
+
+register_bonus(
+    Bonus("poly", "1 - p: a penalty, not a reward; with bonus_scale = epsilon the loss is Poly-1", _poly_value,
+          _poly_dense_value, _poly_dense_grad)
+)
+
+# ------------------------------------------------------------------------------------- start shift (any bonus)
+
+
+def _value_at(bonus: Bonus, p: float, params: BonusParams) -> float:
+    log_p = torch.tensor(math.log(p), dtype=torch.float64)
+    return float(bonus.value(log_p, None, params))
+
+
+def bonus_value(bonus: Bonus, log_p: Tensor, log1m_p: Tensor | None, params: BonusParams) -> Tensor:
+    """``b(p)`` with the ``start`` shift applied; differentiable by autograd."""
+    value = bonus.value(log_p, log1m_p, params)
+    if params.start == 0.0:
+        return value
+    shifted = value - _value_at(bonus, params.start, params)
+    return torch.where(log_p >= math.log(params.start), shifted, torch.zeros_like(shifted))
+
+
+def dense_bonus_value(bonus: Bonus, log_p: Tensor, params: BonusParams) -> Tensor:
+    """``b(p)`` for every class (floored log bonus), no autograd."""
+    value = bonus.dense_value(log_p, params)
+    if params.start == 0.0:
+        return value
+    value.sub_(_value_at(bonus, params.start, params))
+    return value.masked_fill_(log_p < math.log(params.start), 0.0)
+
+
+def dense_bonus_grad(bonus: Bonus, log_p: Tensor, params: BonusParams) -> Tensor:
+    """``p b'(p)`` for every class, matching :func:`dense_bonus_value`."""
+    grad = bonus.dense_grad(log_p, params)
+    if params.start == 0.0:
+        return grad
+    return grad.masked_fill_(log_p < math.log(params.start), 0.0)

@@ -1,0 +1,206 @@
+r"""The encouraging loss (EL) as a function: cross-entropy plus a bonus that rewards correct predictions.
+
+For logits :math:`f`, :math:`p = \mathrm{softmax}(f)`, target class :math:`y`, class weights :math:`w`, bonus
+class weights :math:`v`, ``bonus_scale`` :math:`\rho` and label smoothing :math:`\varepsilon` over :math:`C`
+classes, with :math:`q = (1 - \varepsilon) e_y + \varepsilon / C` (or smoothed probability targets):
+
+.. math::
+
+    L = \sum_k q_k \left( -w_k \log p_k + \rho\, v_k\, b(p_k) \right)
+
+which for hard labels without smoothing is :math:`-w_y \log p_y + \rho v_y b(p_y)`; :math:`b` is a bonus of
+:mod:`encouraging.losses.bonus` (default ``log``: :math:`\log(1 - p)`, linear past ``log_end``).
+
+Numerics: everything but the bonus is ``F.cross_entropy``'s own computation (``log_softmax`` once, the target
+column gathered), so with ``bonus_scale=0`` every configuration equals ``F.cross_entropy``. The target bonus is
+computed on the target column only, O(N) work; the full bonus (``log_end=1``) uses the exact
+:math:`\log(1 - p_y) = \operatorname{logsumexp}_{k \ne y} f_k - \operatorname{lse}(f)`, finite for any logits.
+Label smoothing and probability targets add one pass over all classes (:mod:`._dense`), where the full log bonus
+is floored at :math:`1 - p_k \ge 10^{-5}` for the non-target classes as in the paper's code.
+
+Gradient identity (hard labels, no smoothing, log bonus):
+:math:`\partial L / \partial f = s\,(p - e_y)` with :math:`s = w_y + \rho v_y p_y / (1 - p_y)` for
+:math:`p_y \le LE` and :math:`s = w_y + \rho v_y p_y / (1 - LE)` beyond: EL is CE with a per-example gradient
+multiplier.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._checks import check_class_vector, check_nonnegative, check_range
+from ._dense import dense_bonus_sum
+from ._targets import Targets, class_terms, mean_normalizer, prepare, reduce, smoothed
+from .bonus import BonusParams, bonus_value, get_bonus
+
+
+class LossParts(NamedTuple):
+    """The loss and its per-element parts (shape of the target, without the class dimension).
+
+    ``ce`` is the (weighted, smoothed) cross-entropy part, ``bonus`` the scaled bonus part (the paper's "reward",
+    usually negative), ``p_target`` the detached target probability (for probability targets, that of their
+    most likely class) and ``valid`` marks the elements that are not ``ignore_index``. ``loss`` is
+    ``ce + bonus`` reduced as ``reduction`` asks.
+    """
+
+    loss: Tensor
+    ce: Tensor
+    bonus: Tensor
+    p_target: Tensor
+    valid: Tensor
+
+
+def _bonus_weight(bonus_weight: Tensor | str | None, weight: Tensor | None, num_classes: int) -> Tensor | None:
+    if bonus_weight is None:
+        return None
+    if isinstance(bonus_weight, str):
+        if bonus_weight != "same":
+            raise ValueError(f"bonus_weight must be None, 'same' or a (C,) tensor, got {bonus_weight!r}")
+        return weight
+    check_class_vector("bonus_weight", bonus_weight, num_classes)
+    return bonus_weight
+
+
+def bonus_params(bonus: str, log_end: float, bonus_scale: float, gamma: float, bonus_start: float,
+                 signed_scale: bool = False) -> BonusParams:
+    """Validate the bonus options shared by every encouraging loss and bundle its shape parameters.
+
+    ``signed_scale`` admits a negative ``bonus_scale`` (Poly-1's epsilon may be negative; EL's scale may not).
+    """
+    get_bonus(bonus)
+    check_range("log_end", log_end, 0.0, 1.0)
+    if not signed_scale:
+        check_nonnegative("bonus_scale", bonus_scale)
+    if not gamma > 0.0:
+        raise ValueError(f"gamma must be > 0, got {gamma}")
+    check_range("bonus_start", bonus_start, 0.0, 1.0, high_open=True)
+    return BonusParams(float(log_end), float(gamma), float(bonus_start))
+
+
+def _exact_log1m(log_p: Tensor, targets: Targets) -> Tensor:
+    """log(1 - p_y) = logsumexp over k != y of log p_k: exact where 1 - p_y would round to 0."""
+    masked = log_p.scatter(1, targets.index.unsqueeze(1), -math.inf)
+    return torch.logsumexp(masked, dim=1)
+
+
+def _hard_reward(t: Targets, log_p: Tensor, v: Tensor | None, eps: float, rho: float, bonus: str,
+                 params: BonusParams) -> Tensor:
+    log_p_y = t.gather(log_p)
+    exact = _exact_log1m(log_p, t) if bonus == "log" and params.log_end == 1.0 else None
+    v_y = v[t.index] if v is not None else torch.ones_like(log_p_y)
+    gain = rho * (1.0 - eps + eps / t.num_classes)
+    reward = gain * v_y * bonus_value(get_bonus(bonus), log_p_y, exact, params)
+    if eps > 0.0:
+        share = rho * eps / t.num_classes
+        coef = share * (t.class_view(v) if v is not None else log_p.new_ones((1, t.num_classes)))
+        # Every class but the target, floored; the target's term is the exact one above. Removing the target's
+        # floored term with the same function keeps value and gradient consistent to rounding.
+        reward = reward + dense_bonus_sum(log_p, coef, bonus, params)
+        reward = reward - dense_bonus_sum(log_p_y.unsqueeze(1), (share * v_y).unsqueeze(1), bonus, params)
+    return torch.where(t.valid, reward, 0.0)
+
+
+def _soft_reward(t: Targets, log_p: Tensor, v: Tensor | None, eps: float, rho: float, bonus: str,
+                 params: BonusParams) -> Tensor:
+    q = smoothed(t, eps)
+    return dense_bonus_sum(log_p, rho * (q * t.class_view(v) if v is not None else q), bonus, params)
+
+
+def encouraging_loss_parts(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    log_end: float = 0.75,
+    bonus_scale: float = 1.0,
+    bonus: str = "log",
+    gamma: float = 2.0,
+    bonus_start: float = 0.0,
+    bonus_weight: Tensor | str | None = None,
+    log_probs: bool = False,
+    signed_scale: bool = False,
+) -> LossParts:
+    """:func:`encouraging_loss` together with its per-element parts (see :class:`LossParts`).
+
+    ``signed_scale=True`` admits a negative ``bonus_scale`` (used by Poly-1 with a negative epsilon).
+    """
+    t = prepare(input, target, weight, ignore_index, reduction, label_smoothing)
+    params = bonus_params(bonus, log_end, bonus_scale, gamma, bonus_start, signed_scale)
+    v = _bonus_weight(bonus_weight, weight, t.num_classes)
+    v = v.to(t.x.dtype) if v is not None else None
+    log_p = t.x if log_probs else F.log_softmax(t.x, dim=1)
+    eps, rho = float(label_smoothing), float(bonus_scale)
+    ce = class_terms(t, log_p, torch.neg, weight, eps)
+    if rho == 0.0:
+        reward = torch.zeros_like(ce)
+    else:
+        reward = (_hard_reward if t.hard else _soft_reward)(t, log_p, v, eps, rho, bonus, params)
+    loss = reduce(ce + reward, mean_normalizer(t, weight), reduction, t)
+    top = t.index if t.hard else t.probs.argmax(1)
+    p_target = log_p.detach().gather(1, top.unsqueeze(1)).squeeze(1).exp()
+    valid = t.valid if t.hard else torch.ones_like(ce, dtype=torch.bool)
+    return LossParts(loss, t.finish(ce), t.finish(reward), t.finish(p_target),
+                     valid.squeeze(0) if t.unbatched else valid)
+
+
+def encouraging_loss(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    log_end: float = 0.75,
+    bonus_scale: float = 1.0,
+    bonus: str = "log",
+    gamma: float = 2.0,
+    bonus_start: float = 0.0,
+    bonus_weight: Tensor | str | None = None,
+    log_probs: bool = False,
+) -> Tensor:
+    r"""Encouraging loss: ``F.cross_entropy`` plus :math:`\rho\, v_y\, b(p_y)` (math in the module docstring).
+
+    Args:
+        input: logits ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dK)``; log-probabilities with ``log_probs=True``.
+            Half precision is computed in float32 and returned in the input dtype.
+        target: class indices ``()``, ``(N)`` or ``(N, d1, ..., dK)`` with values in ``[0, C)`` or
+            ``ignore_index``; or probabilities with the input's shape.
+        weight: ``(C,)`` class weights of the cross-entropy term, as in ``F.cross_entropy``.
+        ignore_index: class index that contributes nothing (class-index targets only).
+        reduction: ``'none'`` (per element), ``'sum'``, or ``'mean'`` (divided by the summed target weights of
+            the non-ignored elements; by the number of elements for probability targets), as torch does.
+        label_smoothing: :math:`\varepsilon \in [0, 1]`; smooths both the CE and the bonus term.
+        log_end: :math:`LE \in [0, 1]`: the log bonus follows :math:`\log(1-p)` up to ``p = LE`` and its tangent
+            after. 0.75 is the paper's default, 1.0 the full bonus, 0 gives :math:`b(p) = -p`.
+        bonus_scale: :math:`\rho \ge 0`; 0 gives exactly ``F.cross_entropy``.
+        bonus: ``'log'``, ``'power'`` (:math:`-p^\gamma`) or ``'cosine'`` (:math:`\cos(\pi p) - 1`); see
+            :func:`encouraging.losses.list_bonuses`.
+        gamma: exponent of the power bonus (> 0).
+        bonus_start: :math:`s \in [0, 1)`: the "aggressive" bonus :math:`b(p) - b(s)` for :math:`p \ge s`, 0 below.
+        bonus_weight: per-class bonus weights :math:`v`: None (all ones), ``'same'`` (the CE ``weight``) or a
+            ``(C,)`` tensor.
+        log_probs: ``input`` already holds log-probabilities (e.g. a PyG or fairseq model's ``log_softmax``).
+
+    Returns:
+        A scalar, or a tensor of the target's shape for ``reduction='none'``.
+
+    Example:
+        >>> logits = torch.randn(8, 10, requires_grad=True)
+        >>> target = torch.randint(10, (8,))
+        >>> loss = encouraging_loss(logits, target, log_end=0.75)
+        >>> loss.backward()
+    """
+    return encouraging_loss_parts(
+        input, target, weight, ignore_index, reduction, label_smoothing, log_end=log_end,
+        bonus_scale=bonus_scale, bonus=bonus, gamma=gamma, bonus_start=bonus_start, bonus_weight=bonus_weight,
+        log_probs=log_probs,
+    ).loss

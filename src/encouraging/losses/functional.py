@@ -97,7 +97,7 @@ def _hard_reward(t: Targets, log_p: Tensor, v: Tensor | None, eps: float, rho: f
     reward = gain * v_y * bonus_value(get_bonus(bonus), log_p_y, exact, params)
     if eps > 0.0:
         share = rho * eps / t.num_classes
-        coef = share * (t.class_view(v) if v is not None else log_p.new_ones((1, t.num_classes)))
+        coef = share * t.class_view(v if v is not None else log_p.new_ones(t.num_classes))
         # Every class but the target, floored; the target's term is the exact one above. Removing the target's
         # floored term with the same function keeps value and gradient consistent to rounding.
         reward = reward + dense_bonus_sum(log_p, coef, bonus, params)

@@ -1,0 +1,326 @@
+"""Loss benchmark: forward+backward time and peak memory of the encouraging loss and its baselines.
+
+What is measured, per shape (N, C) and op: one forward plus backward of ``op(logits, target)``
+(``reduction='mean'``) on float32 logits of shape (N, C) that require grad, with class-index targets.
+
+* ``median_ms``, ``p20_ms``, ``p80_ms``: wall time of that call over ``reps`` repetitions (more for small shapes,
+  see ``reps_for``), after discarded warm-ups; on CUDA each repetition is bracketed by ``torch.cuda.synchronize``.
+* ``peak_MB``: extra memory (MiB) the call holds at its peak beyond its inputs (logits and targets), the logits'
+  gradient included. On CPU torch keeps no allocator statistics, so every (shape, op) runs in a fresh process:
+  after a small warm-up and the creation of the inputs it reads ``ru_maxrss``, runs one forward+backward and reads
+  it again (glibc serves large tensors with mmap and unmaps them on free, so RSS follows the allocations). On CUDA
+  it is ``max_memory_allocated`` minus the memory allocated before the call.
+* ``vs_CE`` / ``mem_vs_CE``: median time and peak memory relative to the op's baseline measured in the same run:
+  ``F.cross_entropy``, or ``F.cross_entropy(label_smoothing=0.1)`` for the label-smoothed EL row.
+
+A CPU child limits its address space to the memory available when it starts, so an op that would not fit is
+reported as ``OOM/skipped`` instead of waking the OOM killer.
+
+Run from the repository root: ``python benchmarks/loss.py [--shapes 512x10,256x1000] [--large] [--csv PATH]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import gc
+import json
+import os
+import platform
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]  # the working tree's package, and tests/ for the references
+
+DEFAULT_SHAPES = "512x10,256x1000,4096x32000"
+LARGE_SHAPE = (8192, 128256)  # 4.2 GB per float32 (N, C) tensor: --large adds it (slow on CPU)
+SMOOTHING = 0.1
+MIB = 2**20
+
+
+# ------------------------------------------------------------------------------------------------ providers
+# Each provider maps (logits, target) to a scalar loss. Imports stay inside them so the parent never loads torch.
+
+
+def ce(x, t):
+    import torch.nn.functional as F
+
+    return F.cross_entropy(x, t)
+
+
+def ce_ls(x, t):
+    import torch.nn.functional as F
+
+    return F.cross_entropy(x, t, label_smoothing=SMOOTHING)
+
+
+def el(x, t):
+    from encouraging import encouraging_loss
+
+    return encouraging_loss(x, t, log_end=0.75)
+
+
+def el_le1(x, t):
+    from encouraging import encouraging_loss
+
+    return encouraging_loss(x, t, log_end=1.0)
+
+
+def el_ls(x, t):
+    from encouraging import encouraging_loss
+
+    return encouraging_loss(x, t, label_smoothing=SMOOTHING, log_end=0.75)
+
+
+def poly1(x, t):
+    from encouraging import poly_loss
+
+    return poly_loss(x, t, epsilon=1.0)
+
+
+def focal(x, t):
+    from encouraging import focal_loss
+
+    return focal_loss(x, t, gamma=2.0)
+
+
+def paper_el(x, t):
+    from tests.losses.reference import paper_encouraging_loss
+
+    return paper_encouraging_loss(x, t, log_end=0.75)
+
+
+# name -> (function, baseline name); baselines come before the rows that use them.
+PROVIDERS = {
+    "ce": (ce, "ce"),
+    "ce_ls0.1": (ce_ls, "ce"),
+    "el": (el, "ce"),
+    "el_le1.0": (el_le1, "ce"),
+    "el_ls0.1": (el_ls, "ce_ls0.1"),
+    "poly1": (poly1, "ce"),
+    "focal": (focal, "ce"),
+    "paper_el": (paper_el, "ce"),
+}
+
+
+def get_provider(name: str):
+    try:
+        return PROVIDERS[name]
+    except KeyError:
+        raise ValueError(f"unknown provider {name!r}; valid providers: {', '.join(PROVIDERS)}") from None
+
+
+def reps_for(n: int, c: int) -> int:
+    """About 6e8 logits per op and shape: 5 repetitions at (4096, 32000), 3 at least, 200 at most."""
+    return max(3, min(200, round(6e8 / (n * c))))
+
+
+# ------------------------------------------------------------------------------------ child: one (shape, op)
+
+
+def _limit_address_space(margin: int = 2**30) -> None:
+    """Cap this process's address space at what it maps now plus the memory free now, less a margin: an op that
+    does not fit then fails one allocation (a Python exception) instead of waking the kernel's OOM killer."""
+    try:
+        status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+        meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    except OSError:
+        return
+    mapped = int(status["VmSize"].split()[0]) * 1024
+    available = int(meminfo["MemAvailable"].split()[0]) * 1024
+    limit = mapped + max(available - margin, 0)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
+
+
+def measure(op: str, n: int, c: int, device: str, threads: int | None, reps: int, warmup: int) -> dict:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    fn = get_provider(op)[0]
+    cuda = device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+
+    def fwd_bwd(x, t):
+        fn(x, t).backward()
+
+    gen = torch.Generator(device).manual_seed(0)
+    small = torch.randn(min(n, 8), c, device=device, generator=gen, requires_grad=True)
+    fwd_bwd(small, torch.randint(c, (small.shape[0],), device=device, generator=gen))  # lazy init, not measured
+    del small
+    if not cuda:
+        _limit_address_space()
+    try:
+        x = torch.randn(n, c, device=device, generator=gen, requires_grad=True)
+        t = torch.randint(c, (n,), device=device, generator=gen)
+        gc.collect()
+        if cuda:
+            sync()
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            fwd_bwd(x, t)
+            sync()
+            peak = torch.cuda.max_memory_allocated() - base
+        else:
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+            fwd_bwd(x, t)
+            peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+        times = []
+        for i in range(warmup + reps):  # the memory run above was the first warm-up
+            x.grad = None
+            sync()
+            start = time.perf_counter()
+            fwd_bwd(x, t)
+            sync()
+            if i >= warmup:
+                times.append((time.perf_counter() - start) * 1e3)
+    except (torch.OutOfMemoryError, MemoryError):
+        return {"status": "OOM/skipped"}
+    except RuntimeError as err:  # an allocation refused under the address-space cap
+        if "memory" not in str(err).lower():
+            raise
+        return {"status": "OOM/skipped"}
+    p20, _, _, p80 = statistics.quantiles(times, n=5, method="inclusive")
+    return {"status": "ok", "median_ms": statistics.median(times), "p20_ms": p20, "p80_ms": p80,
+            "peak_MB": peak / MIB, "reps": reps}
+
+
+def environment(device: str, threads: int | None) -> dict:
+    import torch
+
+    import encouraging
+
+    if threads:
+        torch.set_num_threads(threads)
+    if device.startswith("cuda"):
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = platform.processor() or platform.machine()
+        cpuinfo = Path("/proc/cpuinfo")
+        if cpuinfo.exists():
+            models = [ln.split(":", 1)[1] for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
+            name = models[0].strip() if models else name
+        name = f"{name} ({os.cpu_count()} cpus)"
+    try:
+        commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
+                                text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "no git"
+    return {"machine": name, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "encouraging": encouraging.__version__, "commit": commit}
+
+
+# ------------------------------------------------------------------------------------------ parent: the table
+
+
+def _child(task: dict) -> dict:
+    """Run one task in a fresh interpreter (a clean RSS high-water mark and address space)."""
+    proc = subprocess.run([sys.executable, __file__, "--_child", json.dumps(task)], stdout=subprocess.PIPE, text=True)
+    if proc.returncode == -signal.SIGKILL:  # the kernel's OOM killer, despite the address-space cap
+        return {"status": "OOM/skipped"}
+    if proc.returncode != 0:  # its traceback went to our stderr
+        return {"status": f"failed (rc {proc.returncode})"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+COLUMNS = ("op", "N", "C", "dtype", "median_ms", "p20_ms", "p80_ms", "peak_MB", "vs_CE", "mem_vs_CE")
+WIDTHS = (9, 5, 7, 5, 10, 9, 9, 9, 7, 9)
+
+
+def _format(row: dict) -> str:
+    cells = [row["op"], row["N"], row["C"], row["dtype"]]
+    if row["status"] != "ok":
+        cells += [row["status"]] + ["-"] * 5
+    else:
+        cells += [f"{row[k]:.3f}" if row[k] < 10 else f"{row[k]:.1f}" for k in ("median_ms", "p20_ms", "p80_ms")]
+        cells += [f"{row['peak_MB']:.1f}", _ratio(row["vs_CE"]), _ratio(row["mem_vs_CE"])]
+    return _line(cells)
+
+
+def _line(cells: list) -> str:
+    padded = [str(v).rjust(w) for v, w in zip(cells, WIDTHS, strict=True)]
+    padded[0] = str(cells[0]).ljust(WIDTHS[0])
+    return "  ".join(padded)
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _shapes(text: str) -> list[tuple[int, int]]:
+    try:
+        return [tuple(int(v) for v in item.lower().split("x", 1)) for item in text.split(",") if item]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"shapes must look like 512x10,256x1000, got {text!r}") from None
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shapes", type=_shapes, default=_shapes(DEFAULT_SHAPES), help=f"NxC,... ({DEFAULT_SHAPES})")
+    parser.add_argument("--large", action="store_true", help="also run 8192x128256 (needs ~20 GB, slow on CPU)")
+    parser.add_argument("--ops", default=",".join(PROVIDERS), help="providers, comma-separated (baselines added)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--reps", type=int, default=None, help="timed repetitions (default: from the shape)")
+    parser.add_argument("--warmup", type=int, default=1, help="discarded repetitions after the memory run")
+    parser.add_argument("--csv", type=Path, help="also write the rows as CSV")
+    parser.add_argument("--json", type=Path, help="also write the machine line and rows as JSON")
+    parser.add_argument("--_child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args._child:
+        task = json.loads(args._child)
+        print(json.dumps(environment(**task["args"]) if task["kind"] == "env" else measure(**task["args"])))
+        return []
+
+    wanted = [name for name in args.ops.split(",") if name]
+    for name in wanted:
+        get_provider(name)
+    ops = [name for name in PROVIDERS if name in wanted or name in {PROVIDERS[w][1] for w in wanted}]
+    shapes = args.shapes + ([LARGE_SHAPE] if args.large and LARGE_SHAPE not in args.shapes else [])
+
+    env = _child({"kind": "env", "args": {"device": args.device, "threads": args.threads}})
+    machine = (f"machine: {env['machine']} | threads {env['threads']} | torch {env['torch']} | "
+               f"encouraging {env['encouraging']} ({env['commit']}) | load {os.getloadavg()[0]:.2f} at start")
+    print(machine)
+    print(f"forward+backward, reduction='mean', device {args.device}; time in ms, peak extra memory in MiB")
+    print(_line(COLUMNS))
+    rows, started = [], time.perf_counter()
+    for n, c in shapes:
+        done: dict[str, dict] = {}
+        for op in ops:
+            reps = args.reps or reps_for(n, c)
+            task = {"op": op, "n": n, "c": c, "device": args.device, "threads": args.threads, "reps": reps,
+                    "warmup": args.warmup}
+            result = _child({"kind": "measure", "args": task})
+            row = done[op] = {"op": op, "N": n, "C": c, "dtype": "fp32", **result}
+            base = done.get(PROVIDERS[op][1], {})
+            ok = row["status"] == "ok" and base.get("status") == "ok"
+            row["vs_CE"] = row["median_ms"] / base["median_ms"] if ok else None
+            row["mem_vs_CE"] = row["peak_MB"] / base["peak_MB"] if ok and base["peak_MB"] > 0 else None
+            rows.append(row)
+            print(_format(row), flush=True)
+    print(f"vs_CE, mem_vs_CE: against ce; el_ls0.1 against ce_ls0.1 (label_smoothing={SMOOTHING}). "
+          f"Wall time {time.perf_counter() - started:.0f} s.")
+
+    meta = {**env, "device": args.device, "date": datetime.datetime.now().isoformat(timespec="seconds")}
+    if args.csv:
+        fields = list(COLUMNS) + ["status", "reps"] + list(meta)
+        with args.csv.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows({**meta, **row} for row in rows)
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine, **meta, "rows": rows}, indent=1))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

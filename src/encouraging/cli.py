@@ -1,0 +1,147 @@
+"""The ``encouraging`` command: parses arguments and calls the library (which never imports this module).
+
+    encouraging train CONFIG [--section.key=value ...]       one run
+    encouraging compare CONFIG [--seeds N] [--losses ...]    every loss x seed of one recipe, then the table
+    encouraging report [DB] --out DIR                        markdown + PNG report of a results database
+    encouraging list {tasks,datasets,models,losses}          what the registries hold
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_OUT = "runs"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="encouraging", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def run_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("config", help="YAML recipe (see configs/)")
+        p.add_argument("--out", default=DEFAULT_OUT, help="folder for run directories (default: runs)")
+        p.add_argument("--db", default=None, help="results database (default: <out>/results.db)")
+        p.add_argument("--data-root", default=None, help="data root (default: $ENCOURAGING_DATA, then the cache)")
+        p.add_argument("--download", action="store_true", help="fetch missing datasets through torchvision")
+        p.add_argument("--quiet", action="store_true", help="no progress output")
+
+    train = sub.add_parser("train", help="train one run", epilog="Any --section.key=value overrides the config.")
+    run_options(train)
+    train.add_argument("--seed", type=int, default=None, help="override train.seed")
+    train.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+
+    compare = sub.add_parser("compare", help="run every loss x seed of a recipe and print the table",
+                             epilog="Any --section.key=value overrides the config.")
+    run_options(compare)
+    compare.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default 3)")
+    compare.add_argument("--losses", default="ce,el", help="comma-separated loss specs, e.g. "
+                         "'ce,ce_ls,poly1,el,el(log_end=1.0)' (see `encouraging list losses`)")
+    compare.add_argument("--report", default=None, help="also write the report to this folder")
+
+    report = sub.add_parser("report", help="write the markdown + PNG report of a results database")
+    report.add_argument("db", nargs="?", default=f"{DEFAULT_OUT}/results.db")
+    report.add_argument("--out", required=True, help="output folder")
+    report.add_argument("--html", action="store_true", help="also write report.html")
+
+    listing = sub.add_parser("list", help="list tasks, datasets, models or losses")
+    listing.add_argument("what", choices=("tasks", "datasets", "models", "losses", "bonuses"))
+    return parser
+
+
+def _load(args: argparse.Namespace, overrides: list[str]):
+    from .engine.config import apply_overrides, load_config
+
+    bad = [o for o in overrides if not (o.startswith("--") and "=" in o)]
+    if bad:
+        raise SystemExit(f"encouraging: unrecognized arguments {bad}; overrides look like --section.key=value")
+    extra = [f"--data.root={args.data_root}"] if args.data_root else []
+    extra += ["--data.download=true"] if args.download else []
+    return load_config(args.config, overrides + extra)
+
+
+def _print_table(db: Path, recipe: str | None = None) -> None:
+    from .results import group_tables
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for group in group_tables(db):
+        if recipe is not None and group["recipe"] != recipe:
+            continue
+        table = Table(title=group["title"], caption=group.get("caption"))
+        for column in group["columns"]:
+            table.add_column(column)
+        for row in group["rows"]:
+            table.add_row(*(str(row.get(c, "")) for c in group["columns"]))
+        console.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, overrides = _parser().parse_known_args(argv)
+    if args.command == "list":
+        return _list(args.what)
+    if args.command == "report":
+        from .results import write_report
+
+        path = write_report(args.db, args.out, html=args.html)
+        print(f"report: {path}")
+        return 0
+
+    from . import tasks  # noqa: F401  (registers the tasks)
+    from .tasks.runner import grid, run
+
+    cfg = _load(args, overrides)
+    db = Path(args.db) if args.db else Path(args.out) / "results.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    if args.command == "train":
+        if args.seed is not None:
+            cfg.train.seed = args.seed
+        final = run(cfg, out_dir=args.out, db=db, resume=args.resume, quiet=args.quiet)
+        if final is not None:
+            print({k: round(v, 6) for k, v in final.items()})
+        return 0
+
+    from .engine.criteria import split_loss_specs
+
+    grid(cfg, split_loss_specs(args.losses), list(range(args.seeds)), out_dir=args.out, db=db, resume=True,
+         quiet=args.quiet)
+    _print_table(db, cfg.name)
+    if args.report:
+        from .results import write_report
+
+        print(f"report: {write_report(db, args.report)}")
+    return 0
+
+
+def _list(what: str) -> int:
+    if what == "losses":
+        from .engine.criteria import PRESETS
+
+        rows = [(p.name, p.description) for p in PRESETS.values()]
+    elif what == "bonuses":
+        from .losses import get_bonus, list_bonuses
+
+        rows = [(n, get_bonus(n).description) for n in list_bonuses()]
+    elif what == "tasks":
+        from .tasks import get_task, list_tasks
+
+        rows = [(n, get_task(n).description) for n in list_tasks()]
+    elif what == "datasets":
+        from .data import get_dataset_info, list_datasets
+
+        rows = [(n, get_dataset_info(n).description) for n in list_datasets()]
+    else:
+        from .models import get_model_info, list_models
+
+        rows = [(n, get_model_info(n).description) for n in list_models()]
+    width = max(len(n) for n, _ in rows)
+    for name, description in rows:
+        print(f"{name:<{width}}  {description}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

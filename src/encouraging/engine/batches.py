@@ -1,0 +1,130 @@
+"""Batch sources for the training loop.
+
+``TensorBatches`` keeps a whole dataset on the device as uint8 (as airbench does) and augments each batch there;
+``LoaderBatches`` wraps a ``DataLoader`` for datasets that do not fit (image folders). Both produce the same
+order for the same (seed, epoch) whatever happened before, so a resumed run sees exactly the batches an
+uninterrupted one would, and both shard each global batch across the ranks of a data-parallel run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from ..data.augment import normalize, random_crop, random_flip
+from .distributed import World
+
+AUGMENTS = ("none", "flip", "crop", "flip_crop")
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """A distinct, reproducible 63-bit seed per (run seed, epoch, rank)."""
+    return (seed * 1_000_003 + epoch * 10_007 + rank * 101 + 17) % (2**63 - 1)
+
+
+class TensorBatches:
+    """Batches of a dataset held on the device.
+
+    Args:
+        device, out_device: where the data is stored and augmented (the training device when it fits), and
+            where batches go (default: the same).
+        x: images ``(N, C, H, W)`` uint8 (normalized per batch with ``mean``/``std``) or float features ``(N, D)``.
+        y: labels ``(N,)``.
+        batch_size: per-rank batch; one step consumes ``batch_size * world.size`` examples.
+        mean, std: per-channel statistics in [0, 1] pixel units (None: only scale pixels to [0, 1]).
+        train: shuffle (if ``shuffle``), augment, and drop the last incomplete global batch; otherwise iterate
+            over every example once in order, each rank taking a contiguous shard.
+    """
+
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int, *, train: bool, seed: int = 0, world: World = World(),
+                 shuffle: bool = True, augment: str = "none", crop_padding: int = 4, mean=None, std=None,
+                 image_size: int = 0, device: torch.device | str = "cpu",
+                 out_device: torch.device | str | None = None) -> None:
+        if augment not in AUGMENTS:
+            raise ValueError(f"data.augment must be one of {AUGMENTS}, got {augment!r}")
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be > 0, got {batch_size}")
+        self.device = torch.device(device)  # where the data is stored (and augmented)
+        self.out_device = torch.device(out_device) if out_device is not None else self.device
+        self.x = x.to(self.device)
+        self.y = y.to(self.device)
+        self.batch_size = batch_size
+        self.train, self.seed, self.world, self.shuffle = train, seed, world, shuffle
+        self.augment, self.crop_padding, self.image_size = augment, crop_padding, image_size
+        self.images = x.dtype == torch.uint8
+        # no mean/std: pixels are only scaled to [0, 1]
+        scale = self.images and mean is not None
+        self.mean = torch.tensor(mean if scale else 0.0, dtype=torch.float32, device=self.device)
+        self.std = torch.tensor(std if scale else 1.0, dtype=torch.float32, device=self.device)
+        if train and len(self) == 0:
+            raise ValueError(f"{len(x)} training examples are fewer than one global batch of "
+                             f"{batch_size * world.size}; lower data.batch_size")
+
+    def __len__(self) -> int:
+        n = len(self.x)
+        if self.train:
+            return n // (self.batch_size * self.world.size)
+        shard = -(-n // self.world.size)
+        return -(-min(shard, max(n - self.world.rank * shard, 0)) // self.batch_size)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        if not self.train:
+            shard = -(-len(self.x) // self.world.size)
+            start, stop = self.world.rank * shard, min((self.world.rank + 1) * shard, len(self.x))
+            for i in range(start, stop, self.batch_size):
+                j = min(i + self.batch_size, stop)
+                yield self._out(self._prepare(self.x[i:j], None), self.y[i:j])
+            return
+        n, step = len(self.x), self.batch_size * self.world.size
+        if self.shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(self.seed, epoch)))
+            order = order.to(self.device)
+        else:
+            order = torch.arange(n, device=self.device)
+        gen = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed, epoch, self.world.rank + 1))
+        for s in range(len(self)):
+            lo = s * step + self.world.rank * self.batch_size
+            idx = order[lo:lo + self.batch_size]
+            yield self._out(self._prepare(self.x[idx], gen), self.y[idx])
+
+    def _out(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        if self.out_device == self.device:
+            return x, y
+        return x.to(self.out_device, non_blocking=True), y.to(self.out_device, non_blocking=True)
+
+    def _prepare(self, x: Tensor, gen: torch.Generator | None) -> Tensor:
+        if not self.images:
+            return x.float()
+        if gen is not None and self.augment in ("crop", "flip_crop"):
+            x = random_crop(x, self.crop_padding, gen)
+        if gen is not None and self.augment in ("flip", "flip_crop"):
+            x = random_flip(x, gen)
+        x = normalize(x, self.mean, self.std)
+        if self.image_size and x.shape[-1] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        return x
+
+
+class LoaderBatches:
+    """A ``DataLoader`` over a map-style dataset, sharded with ``DistributedSampler`` and moved to the device."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, *, train: bool, seed: int = 0, world: World = World(),
+                 num_workers: int = 2, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.sampler = DistributedSampler(dataset, num_replicas=world.size, rank=world.rank, shuffle=train,
+                                          seed=seed, drop_last=train)
+        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, num_workers=num_workers,
+                                 drop_last=train, pin_memory=self.device.type == "cuda",
+                                 persistent_workers=num_workers > 0)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        self.sampler.set_epoch(epoch)
+        for x, y in self.loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)

@@ -1,0 +1,68 @@
+"""Progress output: a rich progress bar in a terminal, one plain line per epoch otherwise (or with quiet)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+EPOCH_FIELDS = (  # (metric, label, format)
+    ("train_loss", "loss", "{:.4f}"),
+    ("train_ce", "ce", "{:.4f}"),
+    ("train_bonus", "bonus", "{:+.4f}"),
+    ("train_acc", "train", "{:.2%}"),
+    ("test_acc", "test", "{:.2%}"),
+    ("p_target", "p_y", "{:.3f}"),
+    ("frac_past_log_end", ">LE", "{:.2f}"),
+    ("grad_norm", "|g|", "{:.3g}"),
+    ("lr", "lr", "{:.3g}"),
+    ("epoch_time", "time", "{:.1f}s"),
+)
+
+
+def format_epoch(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
+    parts = [f"epoch {epoch + 1}/{epochs}"]
+    parts += [f"{label} {fmt.format(metrics[key])}" for key, label, fmt in EPOCH_FIELDS if key in metrics]
+    return "  ".join(parts)
+
+
+class Progress:
+    """Reports steps and epochs. Interactive only on the main rank of a TTY and without ``quiet``."""
+
+    def __init__(self, title: str, epochs: int, steps: int, *, quiet: bool = False, main: bool = True) -> None:
+        self.title, self.epochs, self.steps = title, epochs, steps
+        self.enabled = main and not quiet
+        self.interactive = self.enabled and sys.stdout.isatty()
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> Progress:
+        if self.interactive:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn
+            from rich.progress import TimeRemainingColumn
+
+            self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeRemainingColumn(), transient=True)
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.title, total=self.steps)
+        return self
+
+    def start_epoch(self, epoch: int) -> None:
+        if self._bar is not None:
+            self._bar.reset(self._task, total=self.steps, description=f"{self.title} epoch {epoch + 1}/{self.epochs}")
+
+    def advance(self) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task)
+
+    def end_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        line = f"{self.title}  {format_epoch(epoch, self.epochs, metrics)}"
+        if self._bar is not None:
+            self._bar.console.print(line)
+        else:
+            print(line, flush=True)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)

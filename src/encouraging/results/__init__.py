@@ -1,0 +1,35 @@
+"""Results: the SQLite store of runs and metrics, statistics over seeds, the paper's numbers, and reports.
+
+>>> from encouraging.results import ResultsStore, RunRecord, write_report
+>>> store = ResultsStore("runs/results.db")          # doctest: +SKIP
+>>> write_report(store, "runs/report", html=True)     # doctest: +SKIP
+"""
+
+from .paper import PAPER_NUMBERS, PaperNumber, list_paper_numbers, model_family, paper_number
+from .report import Group, LossRow, collect, comparison_rows, table_rows, write_report
+from .stats import Comparison, Summary, compare, paired, summarize, welch
+from .store import RUN_FILTERS, ResultsStore, RunRecord, loss_params_from_config
+
+__all__ = [
+    "PAPER_NUMBERS",
+    "RUN_FILTERS",
+    "Comparison",
+    "Group",
+    "LossRow",
+    "PaperNumber",
+    "ResultsStore",
+    "RunRecord",
+    "Summary",
+    "collect",
+    "compare",
+    "comparison_rows",
+    "list_paper_numbers",
+    "loss_params_from_config",
+    "model_family",
+    "paired",
+    "paper_number",
+    "summarize",
+    "table_rows",
+    "welch",
+    "write_report",
+]

@@ -1,0 +1,6 @@
+"""Tasks: each turns a config into a model and batches for the engine. Importing this registers them all."""
+
+from . import image  # noqa: F401  (registers the image task)
+from .registry import Prepared, Task, get_task, list_tasks, register_task
+
+__all__ = ["Prepared", "Task", "get_task", "list_tasks", "register_task"]

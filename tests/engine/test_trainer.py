@@ -1,0 +1,103 @@
+"""End-to-end runs on a small MNIST subset: metrics, resume after an interruption and after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from encouraging.engine.config import Config, apply_overrides
+from encouraging.tasks.runner import run, run_dir_for
+
+FAST = ["--name=t", "--data.dataset=mnist", "--data.train_subset=1024", "--data.test_subset=500",
+        "--data.batch_size=64", "--model.name=mlp", "--optim.lr=0.05", "--train.epochs=3", "--train.threads=1"]
+COMPARED = ("train_loss", "train_acc", "test_loss", "test_acc", "p_target", "grad_norm", "lr")
+
+
+def _cfg(*extra: str) -> Config:
+    return apply_overrides(Config(), FAST + list(extra))
+
+
+def _history(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _same(a: list[dict], b: list[dict]) -> None:
+    assert [m["epoch"] for m in a] == [m["epoch"] for m in b]
+    for x, y in zip(a, b):
+        for key in COMPARED:
+            assert x[key] == pytest.approx(y[key], rel=1e-6, abs=1e-9), key
+
+
+def test_run_logs_every_metric_and_writes_its_files(tmp_path, data_root):
+    cfg = _cfg("--loss.name=el")
+    final = run(cfg, out_dir=tmp_path, db=tmp_path / "r.db", quiet=True)
+    run_dir = run_dir_for(cfg, tmp_path)
+    history = _history(run_dir)
+    assert len(history) == 3
+    for key in COMPARED + ("train_ce", "train_bonus", "frac_past_log_end", "epoch_time"):
+        assert all(key in m for m in history), key
+    assert history[-1]["train_bonus"] < 0 < history[-1]["train_ce"]  # EL's reward is negative
+    assert 0.5 < final["best_test_acc"] <= 1 and (run_dir / "checkpoint.pt").exists()
+    assert (run_dir / "config.yaml").exists() and json.loads((run_dir / "final.json").read_text()) == final
+    assert run(cfg, out_dir=tmp_path, db=tmp_path / "r.db", quiet=True) is None  # finished: skipped
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, data_root):
+    cfg = _cfg("--loss.name=el", "--data.augment=flip")
+    run(cfg, out_dir=tmp_path / "a", db=None, quiet=True)
+    reference = _history(run_dir_for(cfg, tmp_path / "a"))
+
+    import encouraging.engine.trainer as trainer_module
+
+    original = trainer_module.save_checkpoint
+    calls = []
+
+    def stop_after_second(state, path):
+        original(state, path)
+        calls.append(state["epoch"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    trainer_module.save_checkpoint = stop_after_second
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(cfg, out_dir=tmp_path / "b", db=tmp_path / "b.db", quiet=True)
+    finally:
+        trainer_module.save_checkpoint = original
+    run(cfg, out_dir=tmp_path / "b", db=tmp_path / "b.db", resume=True, quiet=True)
+    _same(reference, _history(run_dir_for(cfg, tmp_path / "b")))
+
+
+def _cli(*args: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "encouraging.cli", *args], env=env, **kwargs)
+
+
+@pytest.mark.timeout(300)
+def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path, data_root):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: killed\n")
+    args = ["train", str(recipe), *FAST, "--train.epochs=4", "--data.train_subset=4096", "--loss.name=el", "--quiet"]
+    assert _cli(*args, "--out", str(tmp_path / "a")).wait(timeout=240) == 0
+    cfg = apply_overrides(Config(), ["--name=killed", *FAST, "--train.epochs=4", "--data.train_subset=4096",
+                                     "--loss.name=el"])
+    reference = _history(run_dir_for(cfg, tmp_path / "a"))
+
+    proc = _cli(*args, "--out", str(tmp_path / "b"))
+    metrics = run_dir_for(cfg, tmp_path / "b") / "metrics.jsonl"
+    deadline = time.time() + 200
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = metrics.read_text().count("\n")
+    assert 2 <= done < 4, f"the run was not killed mid-way ({done} epochs logged)"
+    assert _cli(*args, "--out", str(tmp_path / "b"), "--resume").wait(timeout=240) == 0
+    _same(reference, _history(run_dir_for(cfg, tmp_path / "b")))

@@ -3,18 +3,20 @@
 What is measured, per shape (N, C) and op: one forward plus backward of ``op(logits, target)``
 (``reduction='mean'``) on float32 logits of shape (N, C) that require grad, with class-index targets.
 
-* ``median_ms``, ``p20_ms``, ``p80_ms``: wall time of that call over ``reps`` repetitions (more for small shapes,
-  see ``reps_for``), after discarded warm-ups; on CUDA each repetition is bracketed by ``torch.cuda.synchronize``.
+* ``median_ms``, ``p20_ms``, ``p80_ms``: wall time of that call over ``reps`` repetitions (``reps_for``: more for
+  small shapes) after a discarded warm-up round. One process per shape times every op, taking the ops in turn
+  within each repetition, so a change in the machine's load hits all of them alike; on CUDA each call is
+  bracketed by ``torch.cuda.synchronize``.
 * ``peak_MB``: extra memory (MiB) the call holds at its peak beyond its inputs (logits and targets), the logits'
-  gradient included. On CPU torch keeps no allocator statistics, so every (shape, op) runs in a fresh process:
-  after a small warm-up and the creation of the inputs it reads ``ru_maxrss``, runs one forward+backward and reads
-  it again (glibc serves large tensors with mmap and unmaps them on free, so RSS follows the allocations). On CUDA
-  it is ``max_memory_allocated`` minus the memory allocated before the call.
+  gradient included. On CPU torch keeps no allocator statistics, so every (shape, op) gets a fresh process that
+  runs the op on 8 rows (lazy initialization), creates the inputs, reads ``ru_maxrss``, runs one forward+backward
+  and reads it again: glibc serves large tensors with mmap and unmaps them on free, so RSS follows the
+  allocations. On CUDA it is ``max_memory_allocated`` minus the memory allocated before the call.
 * ``vs_CE`` / ``mem_vs_CE``: median time and peak memory relative to the op's baseline measured in the same run:
   ``F.cross_entropy``, or ``F.cross_entropy(label_smoothing=0.1)`` for the label-smoothed EL row.
 
-A CPU child limits its address space to the memory available when it starts, so an op that would not fit is
-reported as ``OOM/skipped`` instead of waking the OOM killer.
+A CPU child caps its address space at the memory available when it starts, so an op that does not fit is
+reported as ``OOM/skipped`` (and left out of the timing) instead of waking the kernel's OOM killer.
 
 Run from the repository root: ``python benchmarks/loss.py [--shapes 512x10,256x1000] [--large] [--csv PATH]``.
 """
@@ -122,7 +124,7 @@ def reps_for(n: int, c: int) -> int:
     return max(3, min(200, round(6e8 / (n * c))))
 
 
-# ------------------------------------------------------------------------------------ child: one (shape, op)
+# ----------------------------------------------------------------------------------------------- children
 
 
 def _limit_address_space(margin: int = 2**30) -> None:
@@ -139,57 +141,79 @@ def _limit_address_space(margin: int = 2**30) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
 
 
-def measure(op: str, n: int, c: int, device: str, threads: int | None, reps: int, warmup: int) -> dict:
+def _is_oom(err: Exception) -> bool:
+    # CPU allocations refused under the address-space cap raise a plain RuntimeError ("can't allocate memory").
+    return isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and "memory" in str(err).lower())
+
+
+def _prepare(ops: list[str], n: int, c: int, device: str, threads: int | None):
+    """Set threads, run each op once on 8 rows (lazy initialization, not measured), cap memory, make the inputs."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    fn = get_provider(op)[0]
-    cuda = device.startswith("cuda")
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-
-    def fwd_bwd(x, t):
-        fn(x, t).backward()
-
+    fns = {op: get_provider(op)[0] for op in ops}
     gen = torch.Generator(device).manual_seed(0)
-    small = torch.randn(min(n, 8), c, device=device, generator=gen, requires_grad=True)
-    fwd_bwd(small, torch.randint(c, (small.shape[0],), device=device, generator=gen))  # lazy init, not measured
-    del small
-    if not cuda:
+    for fn in fns.values():
+        fn(torch.randn(min(n, 8), c, device=device, requires_grad=True),
+           torch.randint(c, (min(n, 8),), device=device)).backward()
+    if device == "cpu":
         _limit_address_space()
+    x = torch.randn(n, c, device=device, generator=gen, requires_grad=True)
+    return torch, fns, x, torch.randint(c, (n,), device=device, generator=gen)
+
+
+def peak_memory(op: str, n: int, c: int, device: str, threads: int | None) -> dict:
+    """Extra memory of one forward+backward beyond its inputs; run in a fresh process per (shape, op)."""
     try:
-        x = torch.randn(n, c, device=device, generator=gen, requires_grad=True)
-        t = torch.randint(c, (n,), device=device, generator=gen)
+        torch, fns, x, t = _prepare([op], n, c, device, threads)
         gc.collect()
-        if cuda:
-            sync()
+        if device == "cpu":
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+            fns[op](x, t).backward()
+            peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+        else:
+            torch.cuda.synchronize()
             base = torch.cuda.memory_allocated()
             torch.cuda.reset_peak_memory_stats()
-            fwd_bwd(x, t)
-            sync()
+            fns[op](x, t).backward()
+            torch.cuda.synchronize()
             peak = torch.cuda.max_memory_allocated() - base
-        else:
-            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-            fwd_bwd(x, t)
-            peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
-        times = []
-        for i in range(warmup + reps):  # the memory run above was the first warm-up
+    except Exception as err:
+        if not _is_oom(err):
+            raise
+        return {"status": "OOM/skipped"}
+    return {"status": "ok", "peak_MB": peak / MIB}
+
+
+def timings(ops: list[str], n: int, c: int, device: str, threads: int | None, reps: int, warmup: int) -> dict:
+    """Wall times of forward+backward, the ops taken in turn within each repetition (round robin), so that a
+    change in the machine's load during the run hits every op alike; the first ``warmup`` rounds are dropped."""
+    torch, fns, x, t = _prepare(ops, n, c, device, threads)
+    sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
+    times: dict[str, list[float]] = {op: [] for op in ops}
+    failed = {}
+    for i in range(warmup + reps):
+        for op in [op for op in ops if op not in failed]:
             x.grad = None
             sync()
             start = time.perf_counter()
-            fwd_bwd(x, t)
+            try:
+                fns[op](x, t).backward()
+            except Exception as err:
+                if not _is_oom(err):
+                    raise
+                failed[op] = {"status": "OOM/skipped"}
+                continue
             sync()
             if i >= warmup:
-                times.append((time.perf_counter() - start) * 1e3)
-    except (torch.OutOfMemoryError, MemoryError):
-        return {"status": "OOM/skipped"}
-    except RuntimeError as err:  # an allocation refused under the address-space cap
-        if "memory" not in str(err).lower():
-            raise
-        return {"status": "OOM/skipped"}
-    p20, _, _, p80 = statistics.quantiles(times, n=5, method="inclusive")
-    return {"status": "ok", "median_ms": statistics.median(times), "p20_ms": p20, "p80_ms": p80,
-            "peak_MB": peak / MIB, "reps": reps}
+                times[op].append((time.perf_counter() - start) * 1e3)
+    out = dict(failed)
+    for op in ops:
+        if op not in failed:
+            p20, _, _, p80 = statistics.quantiles(times[op], n=5, method="inclusive")
+            out[op] = {"status": "ok", "median_ms": statistics.median(times[op]), "p20_ms": p20, "p80_ms": p80}
+    return out
 
 
 def environment(device: str, threads: int | None) -> dict:
@@ -220,13 +244,16 @@ def environment(device: str, threads: int | None) -> dict:
 # ------------------------------------------------------------------------------------------ parent: the table
 
 
-def _child(task: dict) -> dict:
-    """Run one task in a fresh interpreter (a clean RSS high-water mark and address space)."""
-    proc = subprocess.run([sys.executable, __file__, "--_child", json.dumps(task)], stdout=subprocess.PIPE, text=True)
+def _child(kind: str, **kwargs) -> dict:
+    """Run ``environment``, ``peak_memory`` or ``timings`` in a fresh interpreter: a clean RSS high-water mark,
+    its own address-space cap, and nothing left over from the ops measured before."""
+    task = json.dumps({"kind": kind, "kwargs": kwargs})
+    proc = subprocess.run([sys.executable, __file__, "--_child", task], stdout=subprocess.PIPE, text=True)
     if proc.returncode == -signal.SIGKILL:  # the kernel's OOM killer, despite the address-space cap
-        return {"status": "OOM/skipped"}
+        oom = {"status": "OOM/skipped"}
+        return {op: oom for op in kwargs["ops"]} if kind == "timings" else oom
     if proc.returncode != 0:  # its traceback went to our stderr
-        return {"status": f"failed (rc {proc.returncode})"}
+        raise RuntimeError(f"benchmark child {kind} {kwargs} failed with exit status {proc.returncode}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -269,7 +296,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions (default: from the shape)")
-    parser.add_argument("--warmup", type=int, default=1, help="discarded repetitions after the memory run")
+    parser.add_argument("--warmup", type=int, default=1, help="discarded rounds of repetitions")
     parser.add_argument("--csv", type=Path, help="also write the rows as CSV")
     parser.add_argument("--json", type=Path, help="also write the machine line and rows as JSON")
     parser.add_argument("--_child", help=argparse.SUPPRESS)
@@ -277,7 +304,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     if args._child:
         task = json.loads(args._child)
-        print(json.dumps(environment(**task["args"]) if task["kind"] == "env" else measure(**task["args"])))
+        children = {"environment": environment, "peak_memory": peak_memory, "timings": timings}
+        print(json.dumps(children[task["kind"]](**task["kwargs"])))
         return []
 
     wanted = [name for name in args.ops.split(",") if name]
@@ -286,22 +314,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ops = [name for name in PROVIDERS if name in wanted or name in {PROVIDERS[w][1] for w in wanted}]
     shapes = args.shapes + ([LARGE_SHAPE] if args.large and LARGE_SHAPE not in args.shapes else [])
 
-    env = _child({"kind": "env", "args": {"device": args.device, "threads": args.threads}})
+    env = _child("environment", device=args.device, threads=args.threads)
     machine = (f"machine: {env['machine']} | threads {env['threads']} | torch {env['torch']} | "
                f"encouraging {env['encouraging']} ({env['commit']}) | load {os.getloadavg()[0]:.2f} at start")
     print(machine)
     print(f"forward+backward, reduction='mean', device {args.device}; time in ms, peak extra memory in MiB")
     print(_line(COLUMNS))
     rows, started = [], time.perf_counter()
+    common = {"device": args.device, "threads": args.threads}
     for n, c in shapes:
-        done: dict[str, dict] = {}
+        memory = {op: _child("peak_memory", op=op, n=n, c=c, **common) for op in ops}
+        fits = [op for op in ops if memory[op]["status"] == "ok"]
+        timed = _child("timings", ops=fits, n=n, c=c, reps=args.reps or reps_for(n, c), warmup=args.warmup,
+                       **common) if fits else {}
+        shape_rows = {}
         for op in ops:
-            reps = args.reps or reps_for(n, c)
-            task = {"op": op, "n": n, "c": c, "device": args.device, "threads": args.threads, "reps": reps,
-                    "warmup": args.warmup}
-            result = _child({"kind": "measure", "args": task})
-            row = done[op] = {"op": op, "N": n, "C": c, "dtype": "fp32", **result}
-            base = done.get(PROVIDERS[op][1], {})
+            result = timed.get(op, memory[op])
+            row = shape_rows[op] = {"op": op, "N": n, "C": c, "dtype": "fp32", **result,
+                                    "peak_MB": memory[op].get("peak_MB")}
+            base = shape_rows.get(PROVIDERS[op][1], {})
             ok = row["status"] == "ok" and base.get("status") == "ok"
             row["vs_CE"] = row["median_ms"] / base["median_ms"] if ok else None
             row["mem_vs_CE"] = row["peak_MB"] / base["peak_MB"] if ok and base["peak_MB"] > 0 else None
@@ -312,7 +343,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     meta = {**env, "device": args.device, "date": datetime.datetime.now().isoformat(timespec="seconds")}
     if args.csv:
-        fields = list(COLUMNS) + ["status", "reps"] + list(meta)
+        fields = list(COLUMNS) + ["status"] + list(meta)
         with args.csv.open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
             writer.writeheader()

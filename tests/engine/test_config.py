@@ -51,3 +51,8 @@ def test_every_shipped_config_loads():
     for path in configs:
         cfg = load_config(path)
         assert cfg.name != "unnamed", path
+
+
+def test_string_fields_take_the_override_text_as_written():
+    cfg = apply_overrides(Config(), ["--train.amp=fp32", "--data.dataset=off", "--data.root=null", "--name=123"])
+    assert cfg.train.amp == "fp32" and cfg.data.dataset == "off" and cfg.data.root is None and cfg.name == "123"

@@ -127,7 +127,7 @@ def ref_class_loss(input: Tensor, target: Tensor, term, weight: Tensor | None = 
     values, denom = [], 0.0
     if target.is_floating_point():
         soft, _, _ = _rows(target)
-        for row, t in zip(rows, soft):
+        for row, t in zip(rows, soft, strict=True):
             log_p, log1m = _log_softmax_row(row, log_probs)
             q = [tk * (1.0 - eps) + eps / num_classes for tk in t]
             values.append(math.fsum(q[k] * term(k, log_p[k], log1m[k], False)
@@ -135,7 +135,7 @@ def ref_class_loss(input: Tensor, target: Tensor, term, weight: Tensor | None = 
             denom += 1.0
         return _reduce(values, denom, reduction, shape, unbatched)
     labels = target.reshape(-1).tolist()
-    for row, y in zip(rows, labels):
+    for row, y in zip(rows, labels, strict=True):
         if y == ignore_index:
             values.append(0.0)
             continue
@@ -230,7 +230,8 @@ def ref_binary_encouraging_loss(input: Tensor, target: Tensor, weight: Tensor | 
     w = (torch.ones(()) if weight is None else weight).double().expand(shape).reshape(-1).tolist()
     pw = (torch.ones(()) if pos_weight is None else pos_weight).double().expand(shape).reshape(-1).tolist()
     values = []
-    for x, y, wi, pi in zip(input.detach().double().reshape(-1).tolist(), target.double().reshape(-1).tolist(), w, pw):
+    for x, y, wi, pi in zip(input.detach().double().reshape(-1).tolist(), target.double().reshape(-1).tolist(), w, pw,
+                            strict=True):
         log_s, log1m_s = _log_sigmoid(x), _log_sigmoid(-x)
         kw = dict(log_end=log_end, gamma=gamma, start=bonus_start)
         pos = -log_s + (bonus_scale * ref_bonus(bonus, log_s, log1m_s, **kw) if bonus_scale else 0.0)
@@ -253,7 +254,7 @@ def ref_el_grad_hard(logits: list[float], y: int, *, weight: float = 1.0, bonus_
     if p[y] <= log_end:
         # Expanded so that no tiny 1 - p_y is divided by: s (p_y - 1) = -(w (1 - p_y) + rho v p_y) on the target,
         # s p_k = w p_k + rho v p_y (p_k / (1 - p_y)) off it, with p_k / (1 - p_y) = exp(log p_k - log(1 - p_y)).
-        return [-(weight * one_minus + rv * p[y]) if k == y else weight * p[k] + rv * p[y] * math.exp(log_p[k] - log1m[y])
-                for k in range(len(logits))]
+        return [-(weight * one_minus + rv * p[y]) if k == y
+                else weight * p[k] + rv * p[y] * math.exp(log_p[k] - log1m[y]) for k in range(len(logits))]
     s = weight + rv * p[y] / (1.0 - log_end)
     return [-s * one_minus if k == y else s * p[k] for k in range(len(logits))]

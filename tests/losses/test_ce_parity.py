@@ -63,7 +63,7 @@ def _assert_same(ours, theirs, dtype, nan_ok=False, loss_atol=None):
     (loss, grads), (ref_loss, ref_grads) = ours, theirs
     assert loss.dtype == ref_loss.dtype and loss.shape == ref_loss.shape
     assert_close(loss, ref_loss, dtype, table=PARITY_TOLERANCES, equal_nan=nan_ok, atol=loss_atol, msg="loss")
-    for name, g, ref_g in zip(("input", "target"), grads, ref_grads):
+    for name, g, ref_g in zip(("input", "target"), grads, ref_grads, strict=False):
         assert_close(g, ref_g, dtype, table=PARITY_TOLERANCES, equal_nan=nan_ok, msg=f"grad wrt {name}")
 
 

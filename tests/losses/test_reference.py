@@ -27,8 +27,8 @@ from encouraging.losses import (
 
 from .helpers import assert_close, examples, index_target_shape, random_probs
 from .reference import (
-    paper_encouraging_loss,
     P_CAP,
+    paper_encouraging_loss,
     ref_binary_encouraging_loss,
     ref_class_loss,
     ref_encouraging_loss,

@@ -94,6 +94,7 @@ def test_model_family_and_aliases():
     assert model_family("tiny_mlp", "multi30k") == (None, False)
     assert canonical_dataset("CIFAR-10") == "cifar10" and canonical_dataset("cifar10_lt") is None
     assert canonical_loss("cross_entropy") == "ce" and canonical_loss("EncouragingLoss") == "el"
+    assert canonical_loss("ce_ls") == "ce" and canonical_loss("el_ls") == "el"
     assert canonical_loss("poly1") is None
 
 

@@ -7,7 +7,15 @@ import statistics
 
 import pytest
 
-from encouraging.results import ResultsStore, RunRecord, collect, comparison_rows, table_rows, write_report
+from encouraging.results import (
+    ResultsStore,
+    RunRecord,
+    collect,
+    comparison_rows,
+    group_tables,
+    table_rows,
+    write_report,
+)
 
 T975_DF2 = 4.302652729749464  # two-sided 95% t critical value, 2 degrees of freedom (t table)
 MINUS = "\u2212"
@@ -197,3 +205,55 @@ def test_empty_and_missing_databases(tmp_path):
         write_report(missing, tmp_path / "out2")
     assert not missing.exists()
     assert table_rows(tmp_path / "empty.db") == []
+
+
+# the engine's run config: every LossConfig field recorded (unused ones at their defaults), the test note in "notes"
+ENGINE_LOSS_DEFAULTS = {
+    "log_end": 0.75, "bonus_scale": 1.0, "bonus": "log", "gamma": 2.0, "bonus_start": 0.0, "label_smoothing": 0.0,
+    "epsilon": 1.0, "focal_gamma": 2.0, "halt": 0.5, "schedule": "constant", "schedule_length": 0.0, "defer": 0.0,
+    "schedule_target": "bonus_scale",
+}  # fmt: skip
+
+
+def add_engine_run(store, loss, label, seed, acc, **loss_fields):
+    config = {
+        "name": "paper-mnist-mnistnet",
+        "data": {"dataset": "mnist", "batch_size": 256},
+        "model": {"name": "mnistnet", "kwargs": {}},
+        "loss": {"name": loss, **ENGINE_LOSS_DEFAULTS, **loss_fields},
+        "notes": {"test_note": "MNIST test set (10,000 images, exact)", "num_classes": 10},
+    }
+    chash = f"{loss}-{sorted(loss_fields.items())}"
+    rec = RunRecord(f"{chash}-s{seed}", "paper-mnist-mnistnet", "image", "mnist", "mnistnet", loss, label, seed,
+                    chash, config, {"torch": "2.99.0"}, None, "cpu", "/runs/x")  # fmt: skip
+    assert store.claim(rec)
+    store.log_epoch(rec.run_id, 0, {"test_acc": acc})
+    store.finish(rec.run_id, {"best_test_acc": acc, "final_test_acc": acc, "best_epoch": 0})
+
+
+def test_engine_shaped_runs(tmp_path):
+    store = ResultsStore(tmp_path / "results.db")
+    for seed in range(2):
+        add_engine_run(store, "ce", "CE", seed, 0.990 + 0.001 * seed)
+        add_engine_run(store, "ce_ls", "CE+LS (0.1)", seed, 0.991 + 0.002 * seed, label_smoothing=0.1)
+        add_engine_run(store, "el", "EL (LE=1)", seed, 0.993 + 0.001 * seed, log_end=1.0)
+        add_engine_run(store, "el_ls", "EL (LE=1, LS=0.1)", seed, 0.994, log_end=1.0, label_smoothing=0.1)
+    rows = {r["loss_label"]: r for r in table_rows(store)}
+    assert rows["CE"]["params"] == "" and rows["EL (LE=1)"]["params"] == "log_end=1"
+    assert rows["EL (LE=1, LS=0.1)"]["params"] == "label_smoothing=0.1, log_end=1"
+    assert rows["CE"]["test_note"] == "MNIST test set (10,000 images, exact)"
+    # the paper's MNISTNet numbers, label smoothing included (§5.1, §5.10)
+    assert rows["CE"]["paper"] == "99.42 ± 0.06" and rows["CE+LS (0.1)"]["paper"] == "99.54 ± 0.04"
+    assert rows["EL (LE=1)"]["paper"] == "99.56 ± 0.05" and rows["EL (LE=1, LS=0.1)"]["paper"] == "99.63 ± 0.04"
+    # label-smoothed EL is compared with label-smoothed CE; CE+LS with plain CE
+    pairs = {(c["b"], c["a"]) for c in comparison_rows(store)}
+    assert pairs == {("CE+LS (0.1)", "CE"), ("EL (LE=1)", "CE"), ("EL (LE=1, LS=0.1)", "CE+LS (0.1)")}
+    sig = next(r["signature"] for r in table_rows(store) if r["loss_label"] == "EL (LE=1)")
+    assert "log_end:1|" in sig and "bonus_scale:1|" in sig and "focal_gamma" not in sig and "epsilon" not in sig
+
+    (table,) = group_tables(store)
+    assert table["title"] == "paper-mnist-mnistnet / mnist / mnistnet" and table["recipe"] == "paper-mnist-mnistnet"
+    assert [r["loss"] for r in table["rows"]] == ["CE", "CE+LS (0.1)", "EL (LE=1)", "EL (LE=1, LS=0.1)"]
+    assert all(set(r) == set(table["columns"]) for r in table["rows"])
+    assert table["rows"][2]["best acc (%)"] == pm([0.993, 0.994])
+    assert "MNIST test set" in table["caption"] and len(table["comparisons"]) == 6

@@ -64,7 +64,10 @@ def claim_many(path: str, n: int, tag: str, same_run_id: bool, barrier, queue) -
     store = ResultsStore(path)
     recs = [record(f"run-{i}" if same_run_id else f"run-{i}-{tag}", f"race-{i}", seed=i) for i in range(n)]
     barrier.wait()
-    queue.put((tag, os.getpid(), [store.claim(r) for r in recs]))
+    wins = [store.claim(r) for r in recs]
+    # stay alive until the other claimer is done too: a claim whose process has died may rightly be taken over
+    barrier.wait()
+    queue.put((tag, os.getpid(), wins))
 
 
 def claim_and_exit(path: str, config_hash: str) -> None:

@@ -85,7 +85,7 @@ class TrainConfig:
     epochs: int = 10
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    amp: str = "auto"  # auto (bf16 autocast on CUDA) | bf16 | off
+    amp: str = "auto"  # auto (bf16 autocast on CUDA) | bf16 | fp32
     compile: bool = False  # torch.compile the model
     deterministic: bool = False  # deterministic algorithms (slower on GPU)
     threads: int = 0  # torch CPU threads (0 = torch's default)
@@ -139,12 +139,15 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         if "=" not in text:
             raise ValueError(f"override must look like --section.key=value, got {item!r}")
         key, raw = text.split("=", 1)
-        set_value(cfg, key.strip(), yaml.safe_load(raw) if raw != "" else "")
+        set_value(cfg, key.strip(), yaml.safe_load(raw) if raw != "" else "", raw=raw)
     return cfg
 
 
-def set_value(cfg: Config, key: str, value: Any) -> None:
-    """Set a dotted key, checking that it exists and that the value has the field's type."""
+def set_value(cfg: Config, key: str, value: Any, raw: str | None = None) -> None:
+    """Set a dotted key, checking that it exists and that the value has the field's type.
+
+    ``raw`` is the override's text: a string field takes it as written (YAML would read ``off`` as False).
+    """
     *path, name = key.split(".")
     target: Any = cfg
     for i, part in enumerate(path):
@@ -157,7 +160,11 @@ def set_value(cfg: Config, key: str, value: Any) -> None:
         prefix = ".".join(path)
         valid = sorted(f"{prefix}.{n}" if prefix else n for n in fields)
         raise ValueError(f"unknown config key {key!r}; valid keys here: {valid}")
-    setattr(target, name, _coerce(key, value, typing.get_type_hints(type(target))[name]))
+    hint = typing.get_type_hints(type(target))[name]
+    takes_text = str in (hint, *typing.get_args(hint))
+    if raw is not None and takes_text and not (value is None and raw.strip() in ("null", "~")):
+        value = raw
+    setattr(target, name, _coerce(key, value, hint))
 
 
 def config_hash(cfg: Config) -> str:

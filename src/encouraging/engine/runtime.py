@@ -25,9 +25,9 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on CUDA by default (``auto``), on any device with ``bf16``, never with ``off``."""
-    if amp not in ("auto", "bf16", "off"):
-        raise ValueError(f"train.amp must be one of ('auto', 'bf16', 'off'), got {amp!r}")
+    """bf16 autocast on CUDA by default (``auto``), on any device with ``bf16``, never with ``fp32``."""
+    if amp not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"train.amp must be one of ('auto', 'bf16', 'fp32'), got {amp!r}")
     if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return None

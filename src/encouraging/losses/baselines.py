@@ -55,7 +55,11 @@ def poly_loss(
 
 def _focal_term(gamma: float) -> Callable[[Tensor], Tensor]:
     def term(log_p: Tensor) -> Tensor:
-        return -torch.pow(-torch.expm1(log_p), gamma) * log_p
+        # Floor the base at the smallest normal: at p = 1 exactly (log p rounds to 0 for logits of +-1e4) the slope
+        # of u^gamma is infinite for gamma < 1, and inf * log p = inf * 0 gave NaN gradients. The clamp's zero
+        # gradient there is the true limit (d/dlog p of (1 - p)^gamma log p -> 0); values change by < tiny^gamma.
+        base = (-torch.expm1(log_p)).clamp(min=torch.finfo(log_p.dtype).tiny)
+        return -torch.pow(base, gamma) * log_p
 
     return term
 

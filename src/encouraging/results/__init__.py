@@ -6,7 +6,7 @@
 """
 
 from .paper import PAPER_NUMBERS, PaperNumber, list_paper_numbers, model_family, paper_number
-from .report import Group, LossRow, collect, comparison_rows, table_rows, write_report
+from .report import Group, LossRow, collect, comparison_rows, group_tables, table_rows, write_report
 from .stats import Comparison, Summary, compare, paired, summarize, welch
 from .store import RUN_FILTERS, ResultsStore, RunRecord, loss_params_from_config
 
@@ -23,6 +23,7 @@ __all__ = [
     "collect",
     "compare",
     "comparison_rows",
+    "group_tables",
     "list_paper_numbers",
     "loss_params_from_config",
     "model_family",

@@ -312,7 +312,10 @@ _LOSS_ALIASES = {
     "xent": "ce",
     "nll": "ce",
     "softmaxce": "ce",
+    "cels": "ce",  # the engine's label-smoothed presets: ce_ls, el_ls (the smoothing is a separate argument)
+    "crossentropyls": "ce",
     "el": "el",
+    "ells": "el",
     "encouraging": "el",
     "encouragingloss": "el",
     "encourage": "el",
@@ -329,7 +332,8 @@ def canonical_dataset(name: str) -> str | None:
 
 
 def canonical_loss(name: str) -> str | None:
-    """``"cross_entropy"`` -> ``"ce"``, ``"EncouragingLoss"`` -> ``"el"``; None for other losses (focal, poly, …)."""
+    """``"cross_entropy"`` / ``"ce_ls"`` -> ``"ce"``, ``"EncouragingLoss"`` / ``"el_ls"`` -> ``"el"``; None for other
+    losses (focal, poly, …). Label smoothing is not part of the name: pass it to :func:`paper_number`."""
     return _LOSS_ALIASES.get(_compact(name))
 
 

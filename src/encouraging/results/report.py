@@ -12,7 +12,8 @@ Runs group into comparisons by ``(recipe, dataset, model)``; within a group the 
 * curves: test accuracy and mean target probability per epoch, mean over seeds with a min–max band;
 * the test-set note and a sacrebleu-style signature per row.
 
-:func:`table_rows` and :func:`comparison_rows` return the same content as plain dicts for the CLI.
+:func:`group_tables` (one rich-ready table per group), :func:`table_rows` and :func:`comparison_rows` return the
+same content as plain dicts for the CLI.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .paper import PaperNumber, canonical_loss, paper_number
 from .stats import Comparison, Summary, compare, format_signed, summarize
 from .store import ResultsStore
 
-__all__ = ["Group", "LossRow", "collect", "comparison_rows", "table_rows", "write_report"]
+__all__ = ["Group", "LossRow", "collect", "comparison_rows", "group_tables", "table_rows", "write_report"]
 
 SCALE = 100.0  # accuracies are stored as fractions; reports show %
 DIGITS = 2
@@ -50,6 +51,41 @@ def _param(params: Mapping[str, Any], *names: str) -> Any:
         if n in params and params[n] is not None:
             return params[n]
     return None
+
+
+# The loss arguments that matter per loss family (the run config records every LossConfig field, used or not) and
+# the values that mean "off" (hidden in tables, kept in signatures).
+_RELEVANT = {
+    "ce": ("label_smoothing",),
+    "el": ("log_end", "bonus_scale", "bonus", "gamma", "bonus_start", "label_smoothing", "schedule",
+           "schedule_length", "defer", "schedule_target", "bonus_weight"),
+    "poly1": ("epsilon", "label_smoothing"),
+    "focal": ("focal_gamma", "gamma", "alpha"),
+    "hfl": ("focal_gamma", "gamma", "halt", "alpha"),
+}  # fmt: skip
+_FAMILY = {"poly": "poly1", "poly1": "poly1", "focal": "focal", "hfl": "hfl", "haltedfocal": "hfl"}
+_NEUTRAL = {"label_smoothing": 0.0, "bonus_start": 0.0, "defer": 0.0, "schedule": "constant", "schedule_length": 0.0,
+            "bonus_scale": 1.0, "bonus": "log"}  # fmt: skip
+
+
+def _relevant_params(loss: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The loss's own arguments (all of them for a loss family we do not know)."""
+    family = canonical_loss(loss) or _FAMILY.get(re.sub(r"[^a-z0-9]", "", loss.lower()))
+    if family not in _RELEVANT:
+        return dict(params)
+    keep = {k: v for k, v in params.items() if k in _RELEVANT[family]}
+    if family == "el":
+        if keep.get("bonus", "log") != "power":
+            keep.pop("gamma", None)  # the power bonus's exponent
+        if keep.get("schedule", "constant") == "constant" and not keep.get("defer"):
+            keep.pop("schedule_target", None)
+            keep.pop("schedule_length", None)
+    return keep
+
+
+def _shown_params(loss: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`_relevant_params` without the values that switch a feature off."""
+    return {k: v for k, v in _relevant_params(loss, params).items() if not (k in _NEUTRAL and v == _NEUTRAL[k])}
 
 
 def _float(x: Any) -> float | None:
@@ -95,13 +131,15 @@ class LossRow:
         return le
 
     def params_text(self) -> str:
-        keep = {k: v for k, v in self.loss_params.items() if not isinstance(v, list)}
+        """The loss's own arguments that are switched on, e.g. ``log_end=0.75``."""
+        keep = {k: v for k, v in _shown_params(self.loss, self.loss_params).items() if not isinstance(v, list)}
         return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(keep.items()))
 
     def signature(self) -> str:
         """sacrebleu-style: every setting a number depends on, in one line."""
         parts = [f"loss:{self.loss}"]
-        parts += [f"{k}:{v:g}" if isinstance(v, float) else f"{k}:{v}" for k, v in sorted(self.loss_params.items())]
+        params = _relevant_params(self.loss, self.loss_params)
+        parts += [f"{k}:{v:g}" if isinstance(v, float) else f"{k}:{v}" for k, v in sorted(params.items())]
         parts.append("seeds:" + ",".join(str(s) for s in self.seeds))
         n_epochs = sorted({len(r["epochs"]) for r in self.runs})
         parts.append("epochs:" + ",".join(str(n) for n in n_epochs))
@@ -336,6 +374,62 @@ def table_rows(store_or_path: ResultsStore | str | os.PathLike | list[Group], **
                     "signature": row.signature(),
                 }
             )
+    return out
+
+
+def group_tables(store_or_path: ResultsStore | str | os.PathLike | list[Group], **filters: Any) -> list[dict[str, Any]]:
+    """One table per group, ready for ``rich.table.Table``.
+
+    Each dict has ``recipe``, ``dataset``, ``model``, ``task``, ``title``, ``caption`` (test-set note and how to
+    read the numbers), ``columns`` (names) and ``rows`` (dicts keyed by those names, values are strings), plus
+    ``comparisons`` (one line per loss vs CE, as in the report) and ``notes`` (why something is missing).
+    """
+    groups = store_or_path if isinstance(store_or_path, list) else collect(store_or_path, **filters)
+    columns = ["loss", "n", "best acc (%)", "final acc (%)", "vs CE, best (pts)", "paper (their recipe)"]
+    out = []
+    for g in groups:
+        pairs = {id(p.row): p for p in g.pairs}
+        rows = []
+        for row in g.rows:
+            p = pairs.get(id(row))
+            paper = "–"
+            if row.paper is not None:
+                paper = row.paper.format() + ("" if row.paper.same_model else " (other model)")
+            rows.append(
+                {
+                    "loss": row.loss_label,
+                    "n": str(len(row.runs)),
+                    "best acc (%)": _fmt_summary(row.best_summary),
+                    "final acc (%)": _fmt_summary(row.final_summary),
+                    "vs CE, best (pts)": p.best.format(SCALE, DIGITS) if p else "–",
+                    "paper (their recipe)": paper,
+                }
+            )
+        caption = "mean ± std over seeds; vs CE: B − A [95% CI], paired t-test p, n seeds"
+        if g.test_notes:
+            caption = "test set: " + "; ".join(g.test_notes) + "\n" + caption
+        comparisons = [
+            f"{p.title}, {name}: {c.format(SCALE, DIGITS)}: {c.verdict()}"
+            for p in g.pairs
+            for name, c in (("best", p.best), ("final", p.final))
+        ]
+        notes = list(g.notes)
+        if g.unfinished:
+            notes.append(f"{len(g.unfinished)} unfinished run(s) left out")
+        out.append(
+            {
+                "recipe": g.recipe,
+                "dataset": g.dataset,
+                "model": g.model,
+                "task": g.task,
+                "title": g.title,
+                "caption": caption,
+                "columns": columns,
+                "rows": rows,
+                "comparisons": comparisons,
+                "notes": notes,
+            }
+        )
     return out
 
 

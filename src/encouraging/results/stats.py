@@ -11,9 +11,7 @@ Paired comparison of two losses over the seeds both ran: ``d_i = b_i - a_i`` (B 
 ``d`` against 0. Welch's unpaired test (unequal variances, Welch–Satterthwaite degrees of freedom) is the fallback
 when the seeds do not match.
 
-The Student-t distribution comes from ``scipy.stats`` when scipy is installed (the ``experiments`` extra) and from
-the small exact implementation below otherwise (regularized incomplete beta by continued fraction; the tests check
-both against each other and against printed table values).
+The Student-t distribution comes from ``scipy.stats`` (a dependency of the ``experiments`` extra).
 """
 
 from __future__ import annotations
@@ -21,23 +19,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-_UNSET = object()
-_scipy_stats: Any = _UNSET  # scipy.stats, None when scipy is absent; imported on first use (it takes ~1 s)
-
-
-def _scipy() -> Any:
-    """``scipy.stats`` if installed, else None; the fallback below agrees with it to ~1e-9 relative."""
-    global _scipy_stats
-    if _scipy_stats is _UNSET:
-        try:
-            from scipy import stats as module
-        except ImportError:  # pragma: no cover - exercised when scipy is absent
-            module = None
-        _scipy_stats = module
-    return _scipy_stats
-
 
 __all__ = [
     "Comparison",
@@ -60,89 +41,26 @@ MINUS = "\u2212"  # the typographic minus used in reports ("−0.05"), as in the
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the regularized incomplete beta function (modified Lentz), valid for x < (a+1)/(a+b+2)."""
-    tiny = 1e-300
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 1000):
-        m2 = 2 * m
-        # even step: d_{2m} = m (b - m) x / ((a + 2m - 1)(a + 2m))
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        h *= d * c
-        # odd step: d_{2m+1} = -(a + m)(a + b + m) x / ((a + 2m)(a + 2m + 1))
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-15:
-            break
-    return h
-
-
-def _betainc(a: float, b: float, x: float, y: float) -> float:
-    """Regularized incomplete beta ``I_x(a, b)``; ``y = 1 - x`` is passed computed exactly by the caller, since
-    ``1 - x`` in floating point loses the digits that matter when ``x`` is close to 1."""
-    if x <= 0.0:
-        return 0.0
-    if y <= 0.0:
-        return 1.0
-    log_front = a * math.log(x) + b * math.log(y) - (math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _betacf(a, b, x) / a
-    # symmetry I_x(a, b) = 1 - I_y(b, a) keeps the continued fraction in its fast-converging region
-    return 1.0 - math.exp(log_front) * _betacf(b, a, y) / b
-
-
 def t_sf(t: float, df: float) -> float:
-    """Upper tail ``P(T > t)`` of Student's t with ``df`` degrees of freedom."""
+    """Upper tail ``P(T > t)`` of Student's t with ``df`` degrees of freedom (``scipy.stats.t.sf``)."""
     if df <= 0 or math.isnan(df):
         raise ValueError(f"df must be > 0, got {df}")
-    if math.isnan(t):
-        return math.nan
-    if _scipy() is not None:
-        return float(_scipy_stats.t.sf(t, df))
-    if math.isinf(t):
-        return 0.0 if t > 0 else 1.0
-    # P(|T| > |t|) = I_x(df/2, 1/2) with x = df / (df + t^2) and 1 - x = t^2 / (df + t^2), both exact here
-    t2 = t * t
-    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t2), t2 / (df + t2))
-    return tail if t >= 0 else 1.0 - tail
+    # imported here, not at module top: scipy.stats takes ~1 s to import, which `import encouraging.results` (say,
+    # only to open the store) should not pay; after the first call this is a sys.modules lookup
+    from scipy import stats
+
+    return float(stats.t.sf(t, df))
 
 
 def t_ppf(q: float, df: float) -> float:
-    """Quantile of Student's t: the ``x`` with ``P(T <= x) = q``."""
+    """Quantile of Student's t: the ``x`` with ``P(T <= x) = q`` (``scipy.stats.t.ppf``)."""
     if not 0.0 < q < 1.0:
         raise ValueError(f"q must be in (0, 1), got {q}")
     if df <= 0 or math.isnan(df):
         raise ValueError(f"df must be > 0, got {df}")
-    if _scipy() is not None:
-        return float(_scipy_stats.t.ppf(q, df))
-    if q == 0.5:
-        return 0.0
-    # the tail to match with t_sf; use q itself for the lower half (1 - (1 - q) would lose digits of a tiny q)
-    upper, sign = (q, -1.0) if q < 0.5 else (1.0 - q, 1.0)
-    lo, hi = 0.0, 1.0
-    while t_sf(hi, df) > upper:  # t_sf is decreasing: bracket the root
-        lo, hi = hi, hi * 2.0
-    for _ in range(200):  # bisection to float resolution; ~60 iterations suffice
-        mid = 0.5 * (lo + hi)
-        if t_sf(mid, df) > upper:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo <= 1e-15 * max(1.0, hi):
-            break
-    return sign * 0.5 * (lo + hi)
+    from scipy import stats  # lazy: see t_sf
+
+    return float(stats.t.ppf(q, df))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

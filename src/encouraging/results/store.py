@@ -175,9 +175,12 @@ def loss_params_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _test_note_from_config(config: Mapping[str, Any]) -> str | None:
-    data = config.get("data")
-    if isinstance(data, Mapping) and data.get("test_note"):
-        return str(data["test_note"])
+    """``config["data"]["test_note"]``, ``config["notes"]["test_note"]`` (what the task prepared) or
+    ``config["test_note"]``, the first one set."""
+    for section in ("data", "notes"):
+        node = config.get(section)
+        if isinstance(node, Mapping) and node.get("test_note"):
+            return str(node["test_note"])
     if config.get("test_note"):
         return str(config["test_note"])
     return None
@@ -207,7 +210,8 @@ class RunRecord:
         hardware: the machine in words (CPU/GPU name, threads).
         run_dir: where the run's checkpoints and logs live.
         loss_params: the loss's arguments; taken from ``config`` (see :func:`loss_params_from_config`) when ``None``.
-        test_note: what the test set is; ``config["data"]["test_note"]`` when ``None``.
+        test_note: what the test set is; when ``None``, ``config["data"]["test_note"]`` or
+            ``config["notes"]["test_note"]``.
     """
 
     run_id: str

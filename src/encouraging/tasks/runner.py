@@ -85,10 +85,22 @@ def run(cfg: Config, *, out_dir: str | Path = "runs", db: str | Path | None = "r
         shutdown(world)
 
 
+def _proceed(ok: bool, world, cfg: Config, label: str, db) -> bool:
+    """Rank 0's decision to run, shared with every rank; a skip is reported once."""
+    ok = broadcast_flag(ok, world)
+    if not ok and world.main:
+        print(f"skip {cfg.name} / {label} / seed {cfg.train.seed}: finished or running elsewhere ({db})")
+    return ok
+
+
 def _run(cfg: Config, device: torch.device, world, out_dir: Path, db, resume: bool, quiet: bool):
     run_dir = run_dir_for(cfg, out_dir)
     chash, label = config_hash(cfg), loss_label(cfg.loss)
     store = ResultsStore(db) if db is not None and world.main else None
+
+    finished = store is not None and store.is_finished(chash, cfg.train.seed)  # skip before loading any data
+    if not _proceed(not finished, world, cfg, label, db):
+        return None
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     prepared = get_task(cfg.task).prepare(cfg, device, world)
     record = RunRecord(
@@ -97,10 +109,7 @@ def _run(cfg: Config, device: torch.device, world, out_dir: Path, db, resume: bo
         config={**dataclasses.asdict(cfg), "notes": prepared.notes}, versions=versions(), git_commit=git_commit(),
         hardware=f"{hardware(device)}, world {world.size}", run_dir=str(run_dir),
     )
-    claimed = store.claim(record) if store is not None else True
-    if not broadcast_flag(claimed, world):
-        if not quiet and world.main:
-            print(f"skip {cfg.name} / {label} / seed {cfg.train.seed}: finished or running elsewhere ({db})")
+    if not _proceed(store.claim(record) if store is not None else True, world, cfg, label, db):
         return None
     if world.main:
         run_dir.mkdir(parents=True, exist_ok=True)

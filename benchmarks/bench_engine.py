@@ -1,0 +1,135 @@
+"""Engine overhead and recipe epoch times.
+
+1. Overhead: the engine's training epoch (``Trainer.train_epoch``: on-device batches with per-batch normalisation,
+   autocast context, gradient-norm bookkeeping, scheduler step, diagnostics accumulated on the device) against a
+   bare hand-written loop (pre-normalised tensors, forward, ``F.cross_entropy``, backward, step) on the same model,
+   data, batch size and optimizer. Both use plain cross-entropy, so only the loop differs; the two are
+   interleaved and the medians compared (target: <= 1.05x).
+2. The training-epoch time of the quick MNIST and CIFAR-10 recipes (first epoch discarded as warm-up when
+   ``--recipe-epochs`` > 1).
+
+    python benchmarks/bench_engine.py [--device cpu|cuda] [--repeats 5] [--steps 60] [--recipes]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from encouraging import __version__  # noqa: E402
+from encouraging.data import load_image_dataset  # noqa: E402
+from encouraging.engine.batches import TensorBatches  # noqa: E402
+from encouraging.engine.config import apply_overrides, load_config  # noqa: E402
+from encouraging.engine.distributed import World  # noqa: E402
+from encouraging.engine.trainer import Trainer  # noqa: E402
+from encouraging.models import create_model  # noqa: E402
+from encouraging.tasks import get_task  # noqa: E402
+from encouraging.tasks.runner import hardware  # noqa: E402
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_epoch(model: nn.Module, opt: torch.optim.Optimizer, xs: torch.Tensor, ys: torch.Tensor, batch: int) -> None:
+    """The reference loop: nothing but what training needs."""
+    model.train()
+    for i in range(0, len(xs) - batch + 1, batch):
+        loss = F.cross_entropy(model(xs[i:i + batch]), ys[i:i + batch])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+def overhead(device: torch.device, repeats: int, steps: int, model_name: str) -> dict[str, float]:
+    data = load_image_dataset("mnist")
+    batch = 128
+    n = steps * batch
+    x, y = data.x_train[:n], data.y_train[:n]
+    cfg = apply_overrides(load_config(ROOT / "configs/quick/mnist.yaml"),
+                          [f"--model.name={model_name}", "--optim.schedule=constant", "--train.amp=fp32"])
+    torch.manual_seed(0)
+    model = create_model(model_name, num_classes=10, in_channels=1, image_size=28).to(device)
+    batches = TensorBatches(x, y, batch, train=True, shuffle=False, mean=data.info.mean, std=data.info.std,
+                            device=device)
+    trainer = Trainer(cfg, model, nn.CrossEntropyLoss(), batches, batches, device=device, quiet=True)
+    xs = torch.cat([bx for bx, _ in batches.epoch(0)])  # the same normalised pixels, prepared once
+    ys = torch.cat([by for _, by in batches.epoch(0)])
+    bare_opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    times: dict[str, list[float]] = {"bare": [], "engine": []}
+    for r in range(repeats + 1):  # the first round is a warm-up
+        for name in ("bare", "engine"):
+            _sync(device)
+            start = time.perf_counter()
+            if name == "bare":
+                bare_epoch(model, bare_opt, xs, ys, batch)
+            else:
+                trainer.train_epoch(r)
+            _sync(device)
+            if r:
+                times[name].append((time.perf_counter() - start) / steps)
+    bare, engine = statistics.median(times["bare"]), statistics.median(times["engine"])
+    return {"model": model_name, "steps": steps, "bare_ms": 1e3 * bare, "engine_ms": 1e3 * engine,
+            "ratio": engine / bare}
+
+
+def recipe_epoch(path: Path, device: torch.device, epochs: int) -> dict[str, float]:
+    cfg = apply_overrides(load_config(path), [f"--train.epochs={epochs}", f"--train.device={device}"])
+    torch.manual_seed(0)
+    prepared = get_task(cfg.task).prepare(cfg, device, World())
+    trainer = Trainer(cfg, prepared.model, nn.CrossEntropyLoss(), prepared.train, prepared.test, device=device,
+                      quiet=True)
+    times = []
+    for epoch in range(epochs):
+        _sync(device)
+        start = time.perf_counter()
+        trainer.train_epoch(epoch)
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    kept = times[1:] if len(times) > 1 else times
+    return {"recipe": cfg.name, "model": cfg.model.name, "train_examples": prepared.notes.get("train_size"),
+            "epoch_s": statistics.median(kept), "steps": len(prepared.train)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--models", default="torchattacks_cnn,small_cnn")
+    parser.add_argument("--recipes", action="store_true", help="also time the quick recipes' epochs")
+    parser.add_argument("--recipe-epochs", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    print(f"machine: {hardware(device)} | torch {torch.__version__} | encouraging {__version__} | "
+          f"python {platform.python_version()}")
+    print(f"{'model':<18}{'steps':>6}{'bare_ms':>10}{'engine_ms':>11}{'engine/bare':>13}")
+    for model_name in args.models.split(","):
+        row = overhead(device, args.repeats, args.steps, model_name)
+        print(f"{row['model']:<18}{row['steps']:>6}{row['bare_ms']:>10.2f}{row['engine_ms']:>11.2f}"
+              f"{row['ratio']:>12.3f}x")
+    if args.recipes:
+        print(f"\n{'recipe':<16}{'model':<18}{'train':>7}{'steps':>7}{'epoch_s':>9}")
+        for name in ("mnist", "cifar10"):
+            row = recipe_epoch(ROOT / f"configs/quick/{name}.yaml", device, args.recipe_epochs)
+            print(f"{row['recipe']:<16}{row['model']:<18}{row['train_examples']:>7}{row['steps']:>7}"
+                  f"{row['epoch_s']:>9.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -8,11 +8,14 @@ import torch
 from torch import Tensor
 
 #: (rtol, atol) for a loss or gradient computed from ``dtype`` inputs, compared with float64 truth on the same
-#: (rounded) inputs. Float32/float64 are set by the op's own rounding; the half types are computed in float32
-#: and rounded once on the way out, so their bound is about one unit in the last place of the output
+#: (rounded) inputs, for values of order 1 (tests at large logit scales multiply atol by the scale, since the
+#: loss terms grow like |f|). Float32/float64 are set by the op's own rounding; the half types are computed in
+#: float32 and rounded once on the way out, so their bound is about one unit in the last place of the output
 #: (float16: 2^-11 ~ 4.9e-4 relative, bfloat16: 2^-8 ~ 3.9e-3), doubled for the gradient's extra rounding.
+#: Tests whose error has a known amplification (a tangent slope 1 / (1 - LE), a float32 log(1 - p) near p = 1)
+#: derive their bound in place and say so.
 TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
-    torch.float64: (1e-9, 1e-10),
+    torch.float64: (1e-9, 1e-12),
     torch.float32: (2e-5, 2e-6),
     torch.float16: (2e-3, 1e-4),
     torch.bfloat16: (1.6e-2, 1e-3),

@@ -25,7 +25,7 @@ from encouraging.losses import (
     poly_loss,
 )
 
-from .helpers import assert_close, examples, index_target_shape, random_probs
+from .helpers import TOLERANCES, assert_close, examples, index_target_shape, random_probs
 from .reference import (
     P_CAP,
     paper_encouraging_loss,
@@ -87,10 +87,11 @@ def _check(ours, ref, scale=1.0, log_end=1.0, bonus_scale=1.0):
     """Float64 against the float64 reference, relative to the loss's magnitude. The absolute floor grows with
     the logit scale (loss terms ~ |f|) and, for the tangent past LE, with its slope 1 / (1 - LE), which
     multiplies the rounding of p = exp(log p) (at most 3 per unit of rho: class and bonus weights stay <= 2.1)."""
-    atol = 1e-12 * max(1.0, scale)
+    rtol, atol = TOLERANCES[torch.float64]
+    atol *= max(1.0, scale)
     if log_end < 1.0:
         atol += 3 * bonus_scale * 2.3e-16 / (1.0 - log_end)
-    assert_close(ours, ref, torch.float64, rtol=1e-9, atol=atol, equal_nan=True)
+    assert_close(ours, ref, torch.float64, rtol=rtol, atol=atol, equal_nan=True)
     if ours.numel() == 1 and not torch.isnan(ref):
         assert torch.isfinite(ours)
 

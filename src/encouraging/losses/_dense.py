@@ -43,7 +43,7 @@ class _DenseBonusSum(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_log_p = dense_bonus_grad(bonus, log_p, params).mul_(coef).mul_(g)
         if ctx.needs_input_grad[1]:
-            grad_coef = dense_bonus_value(bonus, log_p, params).sum_to_size(coef.shape)
+            grad_coef = dense_bonus_value(bonus, log_p, params).mul_(g).sum_to_size(coef.shape)
         return grad_log_p, grad_coef, None, None, None, None
 
 

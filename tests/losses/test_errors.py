@@ -216,3 +216,17 @@ def test_disable_checks_nests():
             encouraging_loss(X, torch.tensor([0, 1, 2, -7]))
     with pytest.raises(ValueError, match="target contains"):
         encouraging_loss(X, torch.tensor([0, 1, 2, -7]))
+
+
+def test_probability_targets_refuse_a_class_ignore_index():
+    x = torch.randn(3, 4)
+    soft = torch.softmax(torch.randn(3, 4), 1)
+    with pytest.raises(ValueError, match="ignore_index=0 is not supported for probability"):
+        encouraging_loss(x, soft, ignore_index=0)
+    assert torch.isfinite(encouraging_loss(x, soft, ignore_index=-1))
+
+
+def test_full_bonus_needs_two_classes():
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        encouraging_loss(torch.randn(4, 1), torch.zeros(4, dtype=torch.long), log_end=1.0)
+    assert torch.isfinite(encouraging_loss(torch.randn(4, 1), torch.zeros(4, dtype=torch.long), log_end=0.5))

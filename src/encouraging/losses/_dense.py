@@ -33,8 +33,13 @@ class _DenseBonusSum(torch.autograd.Function):
         return out
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: Tensor):
+        if torch.is_grad_enabled():  # autograd runs backward in grad mode only for create_graph=True
+            raise RuntimeError(
+                "second derivatives (create_graph=True) of the encouraging loss are implemented for class-index "
+                "targets without label smoothing only; the label-smoothing / probability-target bonus is "
+                "first-order (its backward is hand-written and in place)"
+            )
         log_p, coef = ctx.saved_tensors
         name, params = ctx.bonus
         bonus = get_bonus(name)

@@ -87,6 +87,8 @@ def prepare(
                 f"probability targets must have the input's shape {tuple(input.shape)}, "
                 f"got target of shape {tuple(target.shape)}"
             )
+        if ignore_index >= 0:  # torch refuses this too: a class index means nothing for probabilities
+            raise ValueError(f"ignore_index={ignore_index} is not supported for probability (floating) targets")
         probs = (target.unsqueeze(0) if unbatched else target).to(x.dtype)
         return Targets(x, num_classes, unbatched, out_dtype, probs=probs)
 

@@ -49,7 +49,7 @@ def poly_loss(
         raise ValueError(f"epsilon must be >= -1, got {epsilon}")
     return encouraging_loss_parts(
         input, target, weight, ignore_index, reduction, label_smoothing, bonus="poly", bonus_scale=epsilon,
-        bonus_weight="same", signed_scale=True,
+        bonus_weight="same", _signed_scale=True,
     ).loss
 
 

@@ -126,14 +126,17 @@ def encouraging_loss_parts(
     bonus_start: float = 0.0,
     bonus_weight: Tensor | str | None = None,
     log_probs: bool = False,
-    signed_scale: bool = False,
+    _signed_scale: bool = False,
 ) -> LossParts:
     """:func:`encouraging_loss` together with its per-element parts (see :class:`LossParts`).
 
-    ``signed_scale=True`` admits a negative ``bonus_scale`` (used by Poly-1 with a negative epsilon).
+    ``_signed_scale=True`` (internal, for Poly-1's negative epsilon) admits a negative ``bonus_scale``.
     """
     t = prepare(input, target, weight, ignore_index, reduction, label_smoothing)
-    params = bonus_params(bonus, log_end, bonus_scale, gamma, bonus_start, signed_scale)
+    params = bonus_params(bonus, log_end, bonus_scale, gamma, bonus_start, _signed_scale)
+    if bonus == "log" and log_end == 1.0 and bonus_scale != 0.0 and t.num_classes < 2:
+        raise ValueError("the full log bonus (log_end=1) needs at least 2 classes: with C=1, p_y = 1 and "
+                         f"log(1 - p_y) = -inf; got input with C={t.num_classes}")
     v = _bonus_weight(bonus_weight, weight, t.num_classes)
     v = v.to(t.x.dtype) if v is not None else None
     log_p = t.x if log_probs else F.log_softmax(t.x, dim=1)

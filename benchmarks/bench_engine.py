@@ -7,8 +7,13 @@
    interleaved and the medians compared (target: <= 1.05x).
 2. The training-epoch time of the quick MNIST and CIFAR-10 recipes (first epoch discarded as warm-up when
    ``--recipe-epochs`` > 1).
+3. ``--resnet18 DATASET`` (GPU): ResNet-18 (CIFAR stem) training throughput on a CIFAR-10 array folder or
+   registry name, batch 128, flips and crops on the device, with bf16 autocast and ``torch.compile`` each on and
+   off; the first epoch (compilation, cuDNN autotuning) is discarded, and the 50k-image epoch time is derived
+   from the measured images per second.
 
     python benchmarks/bench_engine.py [--device cpu|cuda] [--repeats 5] [--steps 60] [--recipes]
+                                      [--resnet18 cifar10|PATH]
 """
 
 from __future__ import annotations
@@ -103,6 +108,28 @@ def recipe_epoch(path: Path, device: torch.device, epochs: int) -> dict[str, flo
             "epoch_s": statistics.median(kept), "steps": len(prepared.train)}
 
 
+def resnet18_throughput(device: torch.device, dataset: str, amp: str, compile_model: bool,
+                        epochs: int = 3) -> dict[str, float]:
+    cfg = apply_overrides(load_config(ROOT / "configs/quick/cifar10.yaml"), [
+        f"--data.dataset={dataset}", "--data.train_subset=0", "--model.name=resnet18_cifar", "--model.kwargs={}",
+        f"--train.amp={amp}", f"--train.compile={str(compile_model).lower()}", f"--train.device={device}"])
+    torch.manual_seed(0)
+    prepared = get_task(cfg.task).prepare(cfg, device, World())
+    trainer = Trainer(cfg, prepared.model, nn.CrossEntropyLoss(), prepared.train, prepared.test, device=device,
+                      quiet=True)
+    images = len(prepared.train) * cfg.data.batch_size
+    rates = []
+    for epoch in range(epochs):
+        _sync(device)
+        start = time.perf_counter()
+        trainer.train_epoch(epoch)
+        _sync(device)
+        rates.append(images / (time.perf_counter() - start))
+    rate = statistics.median(rates[1:])
+    return {"amp": amp, "compile": compile_model, "images_per_s": rate, "epoch_50k_s": 50_000 / rate,
+            "first_epoch_s": images / rates[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -112,6 +139,7 @@ def main() -> None:
     parser.add_argument("--recipes", action="store_true", help="also time the quick recipes' epochs")
     parser.add_argument("--recipe-epochs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--resnet18", default=None, help="CIFAR-10 name or array folder for the ResNet-18 table")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -129,6 +157,13 @@ def main() -> None:
             row = recipe_epoch(ROOT / f"configs/quick/{name}.yaml", device, args.recipe_epochs)
             print(f"{row['recipe']:<16}{row['model']:<18}{row['train_examples']:>7}{row['steps']:>7}"
                   f"{row['epoch_s']:>9.1f}")
+    if args.resnet18:
+        print(f"\nResNet-18 (CIFAR stem), batch 128, {args.resnet18}")
+        print(f"{'amp':<6}{'compile':>8}{'images/s':>10}{'epoch_50k_s':>13}{'first_epoch_s':>15}")
+        for amp, compiled in (("fp32", False), ("bf16", False), ("fp32", True), ("bf16", True)):
+            row = resnet18_throughput(device, args.resnet18, amp, compiled)
+            print(f"{amp:<6}{str(compiled):>8}{row['images_per_s']:>10.0f}{row['epoch_50k_s']:>13.2f}"
+                  f"{row['first_epoch_s']:>15.2f}")
 
 
 if __name__ == "__main__":

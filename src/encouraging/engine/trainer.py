@@ -140,7 +140,10 @@ class Trainer:
             loss = self.criterion(logits, y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = nn.utils.clip_grad_norm_(self.params, clip)
+            if clip < math.inf:
+                grad_norm = nn.utils.clip_grad_norm_(self.params, clip)
+            else:  # only measure: clip_grad_norm_ would also rescale every gradient by 1.0
+                grad_norm = nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
             self.optimizer.step()
             self.scheduler.step()
             with torch.no_grad():

@@ -1,7 +1,8 @@
 """Argument checks shared by every loss: clear errors that name the argument, the allowed values and the value.
 
-Checks that need a device-to-host sync (target range) run only in eager mode and can be switched off for hot
-loops with :func:`disable_checks` or ``ENCOURAGING_CHECKS=0``; shape and option checks are free and always run.
+The target-range check runs only in eager mode (on accelerators as a device-side assert, without a host sync)
+and can be switched off with :func:`disable_checks` or ``ENCOURAGING_CHECKS=0``; shape and option checks are
+free and always run.
 """
 
 from __future__ import annotations
@@ -68,10 +69,19 @@ def check_class_vector(name: str, vector: Tensor | None, num_classes: int | None
 
 
 def check_target_range(target: Tensor, num_classes: int, ignore_index: int) -> None:
-    """Every class index is in [0, C) or equals ignore_index (eager mode only: it syncs with the device)."""
+    """Every class index is in [0, C) or equals ignore_index.
+
+    On the CPU a bad index raises ``ValueError`` naming it. On an accelerator the check is a device-side assert
+    (``torch._assert_async``), as ``F.cross_entropy`` does it: a host sync per call would stall the GPU pipeline.
+    Skipped under ``torch.compile`` and inside :func:`disable_checks`.
+    """
     if not data_checks_enabled() or target.numel() == 0:
         return
     bad = ((target < 0) | (target >= num_classes)) & (target != ignore_index)
+    if target.device.type != "cpu":
+        torch._assert_async(~bad.any(), f"target has a class index outside [0, {num_classes}) that is not "
+                                        f"ignore_index={ignore_index}")
+        return
     if bool(bad.any()):
         value = int(target[bad].flatten()[0])
         raise ValueError(

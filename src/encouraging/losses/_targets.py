@@ -135,10 +135,13 @@ def smoothed(targets: Targets, label_smoothing: float) -> Tensor:
     return targets.probs * (1.0 - label_smoothing) + label_smoothing / targets.num_classes
 
 
-def class_terms(t: Targets, log_p: Tensor, term, weight: Tensor | None, label_smoothing: float) -> Tensor:
+def class_terms(t: Targets, log_p: Tensor, term, weight: Tensor | None, label_smoothing: float,
+                log_p_y: Tensor | None = None) -> Tensor:
     r"""Per-element :math:`\sum_k q_k w_k\, \phi(\log p_k)` with ``F.cross_entropy``'s target conventions.
 
     ``term`` is :math:`\phi`, applied elementwise to log-probabilities (``torch.neg`` gives cross-entropy).
+    ``log_p_y``: the target column when the caller has gathered it already (each gather of ``log_p`` costs an
+    (N, C) buffer in backward).
     For class indices :math:`q = (1 - \varepsilon) e_y + \varepsilon / C` and ignored elements give 0; for
     probability targets :math:`q` is the smoothed target.
     """
@@ -146,7 +149,7 @@ def class_terms(t: Targets, log_p: Tensor, term, weight: Tensor | None, label_sm
     if not t.hard:
         q = smoothed(t, label_smoothing)
         return (term(log_p) * (q * t.class_view(w) if w is not None else q)).sum(1)
-    out = term(t.gather(log_p))
+    out = term(t.gather(log_p) if log_p_y is None else log_p_y)
     if w is not None:
         out = out * w[t.index]
     if label_smoothing > 0.0:

@@ -88,9 +88,8 @@ def _exact_log1m(log_p: Tensor, targets: Targets) -> Tensor:
     return torch.logsumexp(masked, dim=1)
 
 
-def _hard_reward(t: Targets, log_p: Tensor, v: Tensor | None, eps: float, rho: float, bonus: str,
-                 params: BonusParams) -> Tensor:
-    log_p_y = t.gather(log_p)
+def _hard_reward(t: Targets, log_p: Tensor, log_p_y: Tensor, v: Tensor | None, eps: float, rho: float,
+                 bonus: str, params: BonusParams) -> Tensor:
     exact = _exact_log1m(log_p, t) if bonus == "log" and params.log_end == 1.0 else None
     v_y = v[t.index] if v is not None else torch.ones_like(log_p_y)
     gain = rho * (1.0 - eps + eps / t.num_classes)
@@ -141,14 +140,21 @@ def encouraging_loss_parts(
     v = v.to(t.x.dtype) if v is not None else None
     log_p = t.x if log_probs else F.log_softmax(t.x, dim=1)
     eps, rho = float(label_smoothing), float(bonus_scale)
-    ce = class_terms(t, log_p, torch.neg, weight, eps)
+    # One gather of the target column serves the CE term, the bonus and p_target: every differentiable gather
+    # of log_p would add an (N, C) zero-and-scatter pass to backward.
+    log_p_y = t.gather(log_p) if t.hard else None
+    ce = class_terms(t, log_p, torch.neg, weight, eps, log_p_y)
     if rho == 0.0:
         reward = torch.zeros_like(ce)
+    elif t.hard:
+        reward = _hard_reward(t, log_p, log_p_y, v, eps, rho, bonus, params)
     else:
-        reward = (_hard_reward if t.hard else _soft_reward)(t, log_p, v, eps, rho, bonus, params)
+        reward = _soft_reward(t, log_p, v, eps, rho, bonus, params)
     loss = reduce(ce + reward, mean_normalizer(t, weight), reduction, t)
-    top = t.index if t.hard else t.probs.argmax(1)
-    p_target = log_p.detach().gather(1, top.unsqueeze(1)).squeeze(1).exp()
+    if t.hard:
+        p_target = log_p_y.detach().exp()
+    else:
+        p_target = log_p.detach().gather(1, t.probs.argmax(1, keepdim=True)).squeeze(1).exp()
     valid = t.valid if t.hard else torch.ones_like(ce, dtype=torch.bool)
     return LossParts(loss, t.finish(ce), t.finish(reward), t.finish(p_target),
                      valid.squeeze(0) if t.unbatched else valid)

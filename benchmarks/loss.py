@@ -335,7 +335,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             base = shape_rows.get(PROVIDERS[op][1], {})
             ok = row["status"] == "ok" and base.get("status") == "ok"
             row["vs_CE"] = row["median_ms"] / base["median_ms"] if ok else None
-            row["mem_vs_CE"] = row["peak_MB"] / base["peak_MB"] if ok and base["peak_MB"] > 0 else None
+            # Below ~1 MiB the RSS reading is glibc heap and page granularity, not the op: no ratio.
+            row["mem_vs_CE"] = row["peak_MB"] / base["peak_MB"] if ok and base["peak_MB"] >= 1 else None
             rows.append(row)
             print(_format(row), flush=True)
     print(f"vs_CE, mem_vs_CE: against ce; el_ls0.1 against ce_ls0.1 (label_smoothing={SMOOTHING}). "
@@ -349,7 +350,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             writer.writeheader()
             writer.writerows({**meta, **row} for row in rows)
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine, **meta, "rows": rows}, indent=1))
+        args.json.write_text(json.dumps({"header": machine, **meta, "rows": rows}, indent=1))
     return rows
 
 

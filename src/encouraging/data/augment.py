@@ -46,7 +46,9 @@ def normalize(
     Args:
         batch: ``(N, C, H, W)`` images, ``uint8`` in 0-255 (divided by 255) or float in ``[0, 1]`` (not divided);
             or ``(N, D)`` float features (then ``mean``/``std`` are per feature).
-        mean, std: one value per channel (or a single value for all), in the ``[0, 1]`` scale.
+        mean, std: one value per channel (or a single value for all), in the ``[0, 1]`` scale. Pass tensors
+            already on the batch's device in a training loop: Python values are copied to the device each call
+            (a host sync on CUDA) and only they are checked.
         dtype: floating dtype of the result (``torch.bfloat16`` / ``float16`` to feed AMP directly).
 
     Returns:
@@ -62,7 +64,7 @@ def normalize(
     std_t = torch.as_tensor(std, dtype=torch.float64).flatten()
     if mean_t.numel() not in (1, c) or std_t.numel() not in (1, c):
         raise ValueError(f"mean and std need 1 or {c} values, got {mean_t.numel()} and {std_t.numel()}")
-    if bool((std_t <= 0).any()):
+    if std_t.device.type == "cpu" and bool((std_t <= 0).any()):  # device tensors: no check (it would sync)
         raise ValueError(f"std must be > 0, got {std_t.tolist()}")
     scale = 255.0 if batch.dtype == torch.uint8 else 1.0
     shape = (1, -1, 1, 1) if batch.ndim == 4 else (1, -1)

@@ -133,6 +133,7 @@ class Trainer:
         clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else math.inf
         # sums: loss, ce, correct, p_target, past log_end, examples, grad norm, steps
         sums = torch.zeros(8, dtype=torch.float64, device=self.device)
+        one = torch.ones((), dtype=torch.float64, device=self.device)  # scalars built on the device: no H2D sync
         for x, y in self.train_batches.epoch(epoch):
             with autocast(self.device, self.amp):
                 logits = self.model(x)
@@ -152,8 +153,7 @@ class Trainer:
                 n = y.numel()
                 sums += torch.stack([
                     loss.detach().double() * n, -log_p_y.double().sum(), (logits.argmax(1) == y).double().sum(),
-                    p_y.double().sum(), (p_y > log_end).double().sum(), sums.new_tensor(n),
-                    grad_norm.double(), sums.new_tensor(1.0),
+                    p_y.double().sum(), (p_y > log_end).double().sum(), one * n, grad_norm.double(), one,
                 ])
             advance()
         all_reduce_sum(sums, self.world)
@@ -176,12 +176,13 @@ class Trainer:
         """Cross-entropy and accuracy over every example of ``batches`` (default: the test set)."""
         self.model.eval()
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+        one = torch.ones((), dtype=torch.float64, device=self.device)
         for x, y in (batches or self.test_batches).epoch(0):
             with autocast(self.device, self.amp):
                 logits = self.model(x)
             logits = logits.float()
             sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
-                                 (logits.argmax(1) == y).double().sum(), sums.new_tensor(y.numel())])
+                                 (logits.argmax(1) == y).double().sum(), one * y.numel()])
         loss, correct, count = all_reduce_sum(sums, self.world).tolist()
         return {f"{prefix}_loss": loss / count, f"{prefix}_acc": correct / count}
 

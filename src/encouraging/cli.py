@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace, overrides: list[str]):
-    from .engine.config import apply_overrides, load_config
+    from .engine.config import load_config
 
     bad = [o for o in overrides if not (o.startswith("--") and "=" in o)]
     if bad:
@@ -62,10 +62,10 @@ def _load(args: argparse.Namespace, overrides: list[str]):
 
 
 def _print_table(db: Path, recipe: str | None = None) -> None:
-    from .results import group_tables
-
     from rich.console import Console
     from rich.table import Table
+
+    from .results import group_tables
 
     console = Console()
     for group in group_tables(db):

@@ -19,7 +19,7 @@ def test_same_seed_same_batches_and_epochs_differ():
     first = [(bx.clone(), by.clone()) for bx, by in a.epoch(1)]
     again = list(b.epoch(1))
     assert len(first) == len(a) == 10  # 103 // 10, last incomplete batch dropped
-    assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(first, again))
+    assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(first, again, strict=True))
     other = torch.cat([by for _, by in a.epoch(2)])
     assert not torch.equal(torch.cat([by for _, by in first]), other)
 
@@ -28,7 +28,8 @@ def test_ranks_split_each_global_batch_exactly():
     x, y = _data(64)
     single = TensorBatches(x, y, 8, train=True, seed=1)
     ranks = [TensorBatches(x, y, 4, train=True, seed=1, world=World(r, 2)) for r in range(2)]
-    for step, ((_, whole), (_, r0), (_, r1)) in enumerate(zip(single.epoch(0), ranks[0].epoch(0), ranks[1].epoch(0))):
+    steps = zip(single.epoch(0), ranks[0].epoch(0), ranks[1].epoch(0), strict=True)
+    for step, ((_, whole), (_, r0), (_, r1)) in enumerate(steps):
         assert torch.equal(whole, torch.cat([r0, r1])), step
     assert len(single) == len(ranks[0]) == 8
 

@@ -7,7 +7,8 @@ from encouraging.engine.checkpoint import CheckpointError, load_checkpoint, save
 
 
 def _state():
-    return {"epoch": 3, "model": {"w": torch.arange(6.0).view(2, 3)}, "history": [{"a": 1.0}], "rng": torch.get_rng_state()}
+    weights = {"w": torch.arange(6.0).view(2, 3)}
+    return {"epoch": 3, "model": weights, "history": [{"a": 1.0}], "rng": torch.get_rng_state()}
 
 
 def test_round_trip_and_atomic_replace(tmp_path):

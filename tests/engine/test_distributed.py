@@ -35,6 +35,6 @@ def test_two_process_ddp_matches_one_process(tmp_path, data_root):
     one = _history(apply_overrides(Config(), ["--name=ddp", *COMMON, "--data.batch_size=64"]), tmp_path / "one")
     two = _history(apply_overrides(Config(), ["--name=ddp", *COMMON, "--data.batch_size=32"]), tmp_path / "two")
     assert len(one) == len(two) == 2
-    for a, b in zip(one, two):
+    for a, b in zip(one, two, strict=True):
         for key in ("train_loss", "train_acc", "test_loss", "test_acc", "p_target", "grad_norm"):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-4), key

@@ -30,7 +30,7 @@ def _history(run_dir: Path) -> list[dict]:
 
 def _same(a: list[dict], b: list[dict]) -> None:
     assert [m["epoch"] for m in a] == [m["epoch"] for m in b]
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         for key in COMPARED:
             assert x[key] == pytest.approx(y[key], rel=1e-6, abs=1e-9), key
 

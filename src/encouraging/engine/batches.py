@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..data.augment import normalize, random_crop, random_flip
-from .distributed import World
+from .distributed import SINGLE, World
 
 AUGMENTS = ("none", "flip", "crop", "flip_crop")
 
@@ -40,7 +40,7 @@ class TensorBatches:
             over every example once in order, each rank taking a contiguous shard.
     """
 
-    def __init__(self, x: Tensor, y: Tensor, batch_size: int, *, train: bool, seed: int = 0, world: World = World(),
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int, *, train: bool, seed: int = 0, world: World = SINGLE,
                  shuffle: bool = True, augment: str = "none", crop_padding: int = 4, mean=None, std=None,
                  image_size: int = 0, device: torch.device | str = "cpu",
                  out_device: torch.device | str | None = None) -> None:
@@ -112,7 +112,7 @@ class TensorBatches:
 class LoaderBatches:
     """A ``DataLoader`` over a map-style dataset, sharded with ``DistributedSampler`` and moved to the device."""
 
-    def __init__(self, dataset: Dataset, batch_size: int, *, train: bool, seed: int = 0, world: World = World(),
+    def __init__(self, dataset: Dataset, batch_size: int, *, train: bool, seed: int = 0, world: World = SINGLE,
                  num_workers: int = 2, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
         self.sampler = DistributedSampler(dataset, num_replicas=world.size, rank=world.rank, shuffle=train,

@@ -23,11 +23,14 @@ class World:
         return self.size > 1
 
 
+SINGLE = World()  # one process, no process group
+
+
 def init_world(device: torch.device) -> World:
     """Join the process group that ``torchrun`` describes in the environment; a single process otherwise."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
-        return World()
+        return SINGLE
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":

@@ -23,7 +23,7 @@ from torch import nn
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import Config, config_hash
-from .distributed import World, all_reduce_sum, barrier
+from .distributed import SINGLE, World, all_reduce_sum, barrier
 from .optim import build_optimizer, build_scheduler
 from .progress import Progress
 from .runtime import autocast, autocast_dtype
@@ -44,7 +44,7 @@ class Trainer:
     """
 
     def __init__(self, cfg: Config, model: nn.Module, criterion: nn.Module, train: Any, test: Any, *,
-                 device: torch.device, world: World = World(), schedule: Any = None, run_dir: Path | None = None,
+                 device: torch.device, world: World = SINGLE, schedule: Any = None, run_dir: Path | None = None,
                  on_epoch: Callable[[int, dict[str, float]], None] | None = None, quiet: bool = False,
                  title: str = "") -> None:
         self.cfg, self.criterion, self.train_batches, self.test_batches = cfg, criterion, train, test
@@ -131,9 +131,10 @@ class Trainer:
         self.model.train()
         log_end = float(getattr(self.criterion, "log_end", self.cfg.loss.log_end))
         clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else math.inf
-        # sums: loss, ce, correct, p_target, past log_end, examples, grad norm, steps
+        # sums: ce, correct, p_target, past log_end (per example); loss x examples, examples, grad norm, steps.
+        # Few kernels and no host sync per step: a small model's step is bound by kernel launches on a GPU.
         sums = torch.zeros(8, dtype=torch.float64, device=self.device)
-        one = torch.ones((), dtype=torch.float64, device=self.device)  # scalars built on the device: no H2D sync
+        one = torch.ones((), device=self.device)
         for x, y in self.train_batches.epoch(epoch):
             with autocast(self.device, self.amp):
                 logits = self.model(x)
@@ -151,13 +152,12 @@ class Trainer:
                 log_p_y = logits.log_softmax(1).gather(1, y.unsqueeze(1)).squeeze(1)
                 p_y = log_p_y.exp()
                 n = y.numel()
-                sums += torch.stack([
-                    loss.detach().double() * n, -log_p_y.double().sum(), (logits.argmax(1) == y).double().sum(),
-                    p_y.double().sum(), (p_y > log_end).double().sum(), one * n, grad_norm.double(), one,
-                ])
+                per_example = torch.stack([-log_p_y, (logits.argmax(1) == y).float(), p_y, (p_y > log_end).float()])
+                per_step = torch.stack([loss.detach() * n, one * n, grad_norm.float(), one])
+                sums += torch.cat([per_example.sum(1), per_step]).double()
             advance()
         all_reduce_sum(sums, self.world)
-        loss_sum, ce_sum, correct, p_sum, past, count, gn_sum, steps = sums.tolist()
+        ce_sum, correct, p_sum, past, loss_sum, count, gn_sum, steps = sums.tolist()
         steps = steps / self.world.size
         return {
             "epoch": epoch,

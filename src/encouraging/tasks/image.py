@@ -47,7 +47,8 @@ def prepare(cfg: Config, device: torch.device, world: World) -> Prepared:
     x_train, y_train = _subset(data.x_train, data.y_train, d.train_subset)
     x_test, y_test = _subset(data.x_test, data.y_test, d.test_subset)
     storage = device if d.in_memory else torch.device("cpu")
-    common = dict(world=world, mean=info.mean if d.normalize else None, std=info.std if d.normalize else None, image_size=d.image_size, device=storage,
+    mean, std = (info.mean, info.std) if d.normalize else (None, None)
+    common = dict(world=world, mean=mean, std=std, image_size=d.image_size, device=storage,
                   out_device=device)
     train = TensorBatches(x_train, y_train, d.batch_size, train=True, seed=cfg.train.seed, shuffle=d.shuffle,
                           augment=d.augment, crop_padding=d.crop_padding, **common)

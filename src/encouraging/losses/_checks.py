@@ -68,22 +68,23 @@ def check_class_vector(name: str, vector: Tensor | None, num_classes: int | None
         raise ValueError(f"{name} must be a 1-D tensor{length}, got shape {tuple(vector.shape)}")
 
 
-def check_target_range(target: Tensor, num_classes: int, ignore_index: int) -> None:
-    """Every class index is in [0, C) or equals ignore_index.
+def check_target_range(target: Tensor, index: Tensor, num_classes: int, ignore_index: int) -> None:
+    """Every class index is in [0, C) or equals ignore_index (``index``: the targets with ignored ones set to 0).
 
-    On the CPU a bad index raises ``ValueError`` naming it. On an accelerator the check is a device-side assert
-    (``torch._assert_async``), as ``F.cross_entropy`` does it: a host sync per call would stall the GPU pipeline.
-    Skipped under ``torch.compile`` and inside :func:`disable_checks`.
+    One ``aminmax`` pass. On the CPU a bad index raises ``ValueError`` naming it. On an accelerator the check is a
+    device-side assert (``torch._assert_async``), as ``F.cross_entropy`` does it: a host sync per call would stall
+    the GPU pipeline. Skipped under ``torch.compile`` and inside :func:`disable_checks`.
     """
-    if not data_checks_enabled() or target.numel() == 0:
+    if not data_checks_enabled() or index.numel() == 0:
         return
-    bad = ((target < 0) | (target >= num_classes)) & (target != ignore_index)
-    if target.device.type != "cpu":
-        torch._assert_async(~bad.any(), f"target has a class index outside [0, {num_classes}) that is not "
-                                        f"ignore_index={ignore_index}")
+    low, high = torch.aminmax(index)
+    ok = (low >= 0) & (high < num_classes)
+    if index.device.type != "cpu":
+        torch._assert_async(ok, f"target has a class index outside [0, {num_classes}) that is not "
+                                f"ignore_index={ignore_index}")
         return
-    if bool(bad.any()):
-        value = int(target[bad].flatten()[0])
+    if not bool(ok):
+        value = int(target[(index < 0) | (index >= num_classes)].flatten()[0])
         raise ValueError(
             f"target contains class index {value}, outside [0, {num_classes}) "
             f"and not ignore_index={ignore_index}"

@@ -100,11 +100,11 @@ def prepare(
             f"class-index target must have shape {expected} for input of shape {tuple(input.shape)}, "
             f"got {tuple(target.shape)}"
         )
-    check_target_range(target, num_classes, ignore_index)
     target = target.unsqueeze(0) if unbatched else target
     target = target.long()
     valid = target != ignore_index
     index = torch.where(valid, target, torch.zeros((), dtype=target.dtype, device=target.device))
+    check_target_range(target, index, num_classes, ignore_index)
     return Targets(x, num_classes, unbatched, out_dtype, index=index, valid=valid)
 
 

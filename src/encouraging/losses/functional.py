@@ -91,16 +91,18 @@ def _exact_log1m(log_p: Tensor, targets: Targets) -> Tensor:
 def _hard_reward(t: Targets, log_p: Tensor, log_p_y: Tensor, v: Tensor | None, eps: float, rho: float,
                  bonus: str, params: BonusParams) -> Tensor:
     exact = _exact_log1m(log_p, t) if bonus == "log" and params.log_end == 1.0 else None
-    v_y = v[t.index] if v is not None else torch.ones_like(log_p_y)
+    v_y = v[t.index] if v is not None else None
     gain = rho * (1.0 - eps + eps / t.num_classes)
-    reward = gain * v_y * bonus_value(get_bonus(bonus), log_p_y, exact, params)
+    reward = bonus_value(get_bonus(bonus), log_p_y, exact, params)
+    reward = gain * (reward if v_y is None else v_y * reward)
     if eps > 0.0:
         share = rho * eps / t.num_classes
         coef = share * t.class_view(v if v is not None else log_p.new_ones(t.num_classes))
+        own = (share * v_y).unsqueeze(1) if v_y is not None else log_p_y.new_full((1, 1), share)
         # Every class but the target, floored; the target's term is the exact one above. Removing the target's
         # floored term with the same function keeps value and gradient consistent to rounding.
         reward = reward + dense_bonus_sum(log_p, coef, bonus, params)
-        reward = reward - dense_bonus_sum(log_p_y.unsqueeze(1), (share * v_y).unsqueeze(1), bonus, params)
+        reward = reward - dense_bonus_sum(log_p_y.unsqueeze(1), own, bonus, params)
     return torch.where(t.valid, reward, 0.0)
 
 

@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", type=_shapes, default=_shapes(DEFAULT_SHAPES), help=f"NxC,... ({DEFAULT_SHAPES})")
     parser.add_argument("--large", action="store_true", help="also run 8192x128256 (needs ~20 GB, slow on CPU)")
-    parser.add_argument("--ops", default=",".join(PROVIDERS), help="providers, comma-separated (baselines added)")
+    parser.add_argument("--ops", default=",".join(PROVIDERS), help="comma-separated; ce and baselines added")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions (default: from the shape)")
@@ -311,7 +311,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     wanted = [name for name in args.ops.split(",") if name]
     for name in wanted:
         get_provider(name)
-    ops = [name for name in PROVIDERS if name in wanted or name in {PROVIDERS[w][1] for w in wanted}]
+    needed = {"ce", *wanted, *(PROVIDERS[name][1] for name in wanted)}
+    ops = [name for name in PROVIDERS if name in needed]
     shapes = args.shapes + ([LARGE_SHAPE] if args.large and LARGE_SHAPE not in args.shapes else [])
 
     env = _child("environment", device=args.device, threads=args.threads)

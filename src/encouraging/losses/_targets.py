@@ -135,6 +135,13 @@ def smoothed(targets: Targets, label_smoothing: float) -> Tensor:
     return targets.probs * (1.0 - label_smoothing) + label_smoothing / targets.num_classes
 
 
+def class_sum(x: Tensor, w: Tensor | None, t: Targets) -> Tensor:
+    """``sum_k w_k x_k`` over dim 1 (``w`` None: plain sum); a matrix-vector product for 2-D input."""
+    if w is None:
+        return x.sum(1)
+    return x @ w if x.dim() == 2 else (x * t.class_view(w)).sum(1)
+
+
 def class_terms(t: Targets, log_p: Tensor, term, weight: Tensor | None, label_smoothing: float,
                 log_p_y: Tensor | None = None) -> Tensor:
     r"""Per-element :math:`\sum_k q_k w_k\, \phi(\log p_k)` with ``F.cross_entropy``'s target conventions.
@@ -153,7 +160,9 @@ def class_terms(t: Targets, log_p: Tensor, term, weight: Tensor | None, label_sm
     if w is not None:
         out = out * w[t.index]
     if label_smoothing > 0.0:
-        spread = term(log_p)
-        spread = (spread * t.class_view(w)).sum(1) if w is not None else spread.sum(1)
+        if term is torch.neg:  # cross-entropy is linear in log p: sum first, negate after (no (N, C) temporary)
+            spread = -class_sum(log_p, w, t)
+        else:
+            spread = class_sum(term(log_p), w, t)
         out = (1.0 - label_smoothing) * out + (label_smoothing / t.num_classes) * spread
     return torch.where(t.valid, out, 0.0)

@@ -99,27 +99,32 @@ def _log_value(log_p: Tensor, log1m_p: Tensor | None, params: BonusParams) -> Te
     return head + (log_p.exp().clamp(min=le) - le) / (le - 1.0)
 
 
+# The dense functions run on (N, C) blocks: each fresh (N, C) buffer costs a first-touch page fault per page on
+# the CPU, so they allocate two at most and work in place after that. p comes from exp(log p); for p <= LE < 1,
+# 1 - p >= 1 - LE keeps log1p(-p) accurate, and at the full bonus p is capped at P_CAP (the paper's floor).
+
+
 def _log_dense_value(log_p: Tensor, params: BonusParams) -> Tensor:
     le = params.log_end
-    cap = math.log(min(le, P_CAP)) if le > 0 else -math.inf
-    out = log_p.clamp(max=cap).expm1_().neg_().log_()  # log(1 - min(p, LE, P_CAP))
-    if le < 1.0:
-        out.add_(log_p.exp().clamp_(min=le).sub_(le), alpha=1.0 / (le - 1.0))
+    p = log_p.exp()
+    out = p.clamp(max=min(le, P_CAP)).neg_().log1p_()  # log(1 - min(p, LE, P_CAP))
+    if le < 1.0:  # + (max(p, LE) - LE) / (LE - 1)
+        out.add_(p.clamp_(min=le), alpha=1.0 / (le - 1.0)).add_(-le / (le - 1.0))
     return out
 
 
 def _log_dense_grad(log_p: Tensor, params: BonusParams) -> Tensor:
     # p b'(p) = -p / (1 - min(p, LE)), and 0 where the P_CAP floor holds the value constant.
     le = params.log_end
+    p = log_p.exp()
     if le == 0.0:
-        den = torch.full_like(log_p, -1.0)
-    else:
-        den = (log_p if le == 1.0 else log_p.clamp(max=math.log(le))).expm1()  # min(p, LE) - 1
-    grad = log_p.exp().div_(den)
+        return p.neg_()
+    den = p.clamp(max=le).neg_().add_(1.0)
+    grad = torch.div(p, den, out=den).neg_()
     if le > P_CAP:
-        floor = log_p > _LOG_P_CAP
+        floor = p > P_CAP
         if le < 1.0:
-            floor &= log_p <= math.log(le)
+            floor &= p <= le
         grad.masked_fill_(floor, 0.0)
     return grad
 

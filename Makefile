@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # torch and torchvision are pinned to the releases this machine carries on disk (pip takes them offline).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?= -m "not slow"
-DEMO_LOSSES ?= ce,ce_ls,poly1,el,el(log_end=1.0)
+DEMO_LOSSES ?= ce,ce_ls,poly1,el,el(log_end=1.0),el(log_end=1.0, bonus_floor=1e-5)
 # The offline datasets beside the checkout are found without a flag (a user's own setting wins).
 export ENCOURAGING_DATA ?= $(if $(wildcard ../shared/data/fashion_mnist),$(abspath ../shared/data))
 

@@ -230,3 +230,9 @@ def test_full_bonus_needs_two_classes():
     with pytest.raises(ValueError, match="at least 2 classes"):
         encouraging_loss(torch.randn(4, 1), torch.zeros(4, dtype=torch.long), log_end=1.0)
     assert torch.isfinite(encouraging_loss(torch.randn(4, 1), torch.zeros(4, dtype=torch.long), log_end=0.5))
+
+
+@pytest.mark.parametrize("floor", [-0.1, 1.0])
+def test_bonus_floor_range(floor):
+    with pytest.raises(ValueError, match="bonus_floor"):
+        encouraging_loss(torch.randn(3, 4), torch.zeros(3, dtype=torch.long), bonus_floor=floor)

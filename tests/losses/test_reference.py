@@ -311,3 +311,25 @@ def test_parts_split_matches_reference(log_end):
     full = ref_encouraging_loss(x, target, **kwargs, log_end=log_end, bonus_weight="same")
     assert_close(parts.bonus, full - F.cross_entropy(x, target, **kwargs))
     assert (parts.bonus[parts.valid] < 0).all() and parts.bonus[4] == 0
+
+
+def test_bonus_floor_reproduces_the_papers_clamp_even_where_it_is_active():
+    """With bonus_floor=1e-5 the full bonus is the paper's `log(clamp(1 - p, 1e-5))` on the target: equal values
+    and gradients at logit scales where the clamp is active for most rows."""
+    from encouraging.losses import encouraging_loss
+
+    from .reference import paper_encouraging_loss
+
+    torch.manual_seed(0)
+    x = (torch.randn(64, 10, dtype=torch.float64) * 25).requires_grad_()
+    y = torch.randint(10, (64,))
+    y[:48] = x.detach()[:48].argmax(1)  # mostly confident, correct rows: where the clamp acts
+    ours = encouraging_loss(x, y, log_end=1.0, bonus_floor=1e-5)
+    paper = paper_encouraging_loss(x, y, 1.0)
+    (g_ours,) = torch.autograd.grad(ours, x)
+    (g_paper,) = torch.autograd.grad(paper, x)
+    assert (x.softmax(1).gather(1, y[:, None]) > 1 - 1e-5).float().mean() > 0.2  # the clamp is active
+    torch.testing.assert_close(ours, paper, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(g_ours, g_paper, rtol=1e-10, atol=1e-12)
+    exact = encouraging_loss(x, y, log_end=1.0)
+    assert exact < ours  # the exact bonus keeps rewarding the confident rows

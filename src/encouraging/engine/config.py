@@ -70,6 +70,7 @@ class LossConfig:
     bonus: str = "log"
     gamma: float = 2.0  # exponent of the power bonus
     bonus_start: float = 0.0
+    bonus_floor: float = 0.0  # the paper's clamp log(max(1 - p, floor)); its code uses 1e-5 (0 = exact)
     label_smoothing: float = 0.0  # ce_ls / el_ls use 0.1 when this is 0
     epsilon: float = 1.0  # Poly-1
     focal_gamma: float = 2.0  # focal / halted focal

@@ -16,8 +16,8 @@ from torch import nn
 from ..losses import BonusSchedule, EncouragingLoss, FocalLoss, HaltedFocalLoss, PolyLoss
 from .config import LossConfig
 
-_BONUS_FIELDS = ("log_end", "bonus_scale", "bonus", "gamma", "bonus_start", "schedule", "schedule_length", "defer",
-                 "schedule_target")
+_BONUS_FIELDS = ("log_end", "bonus_scale", "bonus", "gamma", "bonus_start", "bonus_floor", "schedule",
+                 "schedule_length", "defer", "schedule_target")
 DEFAULT_SMOOTHING = 0.1
 
 
@@ -104,6 +104,8 @@ def loss_label(cfg: LossConfig) -> str:
             extra += f", rho={cfg.bonus_scale:g}"
         if cfg.bonus_start:
             extra += f", start={cfg.bonus_start:g}"
+        if cfg.bonus_floor:
+            extra += f", floor={cfg.bonus_floor:g}"
         if cfg.defer or cfg.schedule != "constant":
             extra += f", {cfg.schedule} defer={cfg.defer:g}"
         return f"EL ({extra}{ls})"
@@ -123,7 +125,8 @@ def build_criterion(cfg: LossConfig) -> nn.Module:
         return EncouragingLoss(label_smoothing=cfg.label_smoothing, bonus_scale=0.0)
     if cfg.name in ("el", "el_ls"):
         return EncouragingLoss(label_smoothing=cfg.label_smoothing, log_end=cfg.log_end, bonus_scale=cfg.bonus_scale,
-                               bonus=cfg.bonus, gamma=cfg.gamma, bonus_start=cfg.bonus_start)
+                               bonus=cfg.bonus, gamma=cfg.gamma, bonus_start=cfg.bonus_start,
+                               bonus_floor=cfg.bonus_floor)
     if cfg.name == "poly1":
         return PolyLoss(label_smoothing=cfg.label_smoothing, epsilon=cfg.epsilon)
     if cfg.name == "focal":

@@ -24,8 +24,9 @@ def _class_sum(values: Tensor, coef: Tensor) -> Tensor:
 
 class _DenseBonusSum(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, log_p: Tensor, coef: Tensor, name: str, log_end: float, gamma: float, start: float):
-        params = BonusParams(log_end, gamma, start)
+    def forward(ctx, log_p: Tensor, coef: Tensor, name: str, log_end: float, gamma: float, start: float,
+                floor: float):
+        params = BonusParams(log_end, gamma, start, floor)
         with torch.no_grad():
             out = _class_sum(dense_bonus_value(get_bonus(name), log_p, params), coef)
         ctx.save_for_backward(log_p, coef)
@@ -49,9 +50,9 @@ class _DenseBonusSum(torch.autograd.Function):
             grad_log_p = dense_bonus_grad(bonus, log_p, params).mul_(coef).mul_(g)
         if ctx.needs_input_grad[1]:
             grad_coef = dense_bonus_value(bonus, log_p, params).mul_(g).sum_to_size(coef.shape)
-        return grad_log_p, grad_coef, None, None, None, None
+        return grad_log_p, grad_coef, None, None, None, None, None
 
 
 def dense_bonus_sum(log_p: Tensor, coef: Tensor, name: str, params: BonusParams) -> Tensor:
     """:math:`\\sum_k coef_k\\, b(p_k)` over dim 1 of ``log_p (N, C, *)``; ``coef`` broadcasts to it."""
-    return _DenseBonusSum.apply(log_p, coef, name, params.log_end, params.gamma, params.start)
+    return _DenseBonusSum.apply(log_p, coef, name, params.log_end, params.gamma, params.start, params.floor)

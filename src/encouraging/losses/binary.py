@@ -48,6 +48,7 @@ def binary_encouraging_loss(
     bonus: str = "log",
     gamma: float = 2.0,
     bonus_start: float = 0.0,
+    bonus_floor: float = 0.0,
 ) -> Tensor:
     r"""Binary encouraging loss on logits (math in the module docstring).
 
@@ -57,7 +58,7 @@ def binary_encouraging_loss(
         weight: broadcasts to the input; rescales each element.
         reduction: ``'none'``, ``'mean'`` (over all elements) or ``'sum'``.
         pos_weight: broadcasts along the last (class) dimension; weights the positive side.
-        log_end, bonus_scale, bonus, gamma, bonus_start: as in :func:`encouraging_loss`.
+        log_end, bonus_scale, bonus, gamma, bonus_start, bonus_floor: as in :func:`encouraging_loss`.
 
     Example:
         >>> logits = torch.randn(4, 3, requires_grad=True)
@@ -68,7 +69,7 @@ def binary_encouraging_loss(
         shape = tuple(target.shape) if isinstance(target, Tensor) else type(target).__name__
         raise ValueError(f"target must have the input's shape {tuple(input.shape)}, got {shape}")
     check_reduction(reduction)
-    params = bonus_params(bonus, log_end, bonus_scale, gamma, bonus_start)
+    params = bonus_params(bonus, log_end, bonus_scale, gamma, bonus_start, bonus_floor)
     _check_broadcast("weight", weight, input.shape)
     _check_broadcast("pos_weight", pos_weight, input.shape)
 
@@ -106,10 +107,11 @@ class BinaryEncouragingLoss(nn.Module):
         bonus: str = "log",
         gamma: float = 2.0,
         bonus_start: float = 0.0,
+        bonus_floor: float = 0.0,
     ) -> None:
         super().__init__()
         check_reduction(reduction)
-        bonus_params(bonus, log_end, bonus_scale, gamma, bonus_start)
+        bonus_params(bonus, log_end, bonus_scale, gamma, bonus_start, bonus_floor)
         for name, tensor in (("weight", weight), ("pos_weight", pos_weight)):
             if tensor is not None:
                 check_floating(name, tensor)
@@ -121,9 +123,11 @@ class BinaryEncouragingLoss(nn.Module):
         self.bonus = bonus
         self.gamma = gamma
         self.bonus_start = bonus_start
+        self.bonus_floor = bonus_floor
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return binary_encouraging_loss(
             input, target, self.weight, self.reduction, self.pos_weight, log_end=self.log_end,
             bonus_scale=self.bonus_scale, bonus=self.bonus, gamma=self.gamma, bonus_start=self.bonus_start,
+            bonus_floor=self.bonus_floor,
         )

@@ -38,11 +38,12 @@ _LOG_P_CAP = math.log(P_CAP)
 
 @dataclass(frozen=True)
 class BonusParams:
-    """Shape parameters of a bonus. ``log_end`` is read by ``log``, ``gamma`` by ``power``."""
+    """Shape parameters of a bonus. ``log_end`` and ``floor`` are read by ``log``, ``gamma`` by ``power``."""
 
     log_end: float = 0.75
     gamma: float = 2.0
     start: float = 0.0
+    floor: float = 0.0  # log bonus only: log(max(1 - p, floor)), the paper's clamp when 1e-5
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,8 @@ def _log_value(log_p: Tensor, log1m_p: Tensor | None, params: BonusParams) -> Te
     else:
         # Clamping log p at log(LE) keeps 1 - p >= 1 - LE, so expm1 is accurate and the log finite.
         head = torch.log(-torch.expm1(log_p.clamp(max=math.log(le))))
+    if params.floor > 0.0:  # the paper's clamp: constant (zero gradient) once 1 - p < floor
+        head = head.clamp(min=math.log(params.floor))
     if le == 1.0:
         return head
     return head + (log_p.exp().clamp(min=le) - le) / (le - 1.0)
@@ -104,25 +107,31 @@ def _log_value(log_p: Tensor, log1m_p: Tensor | None, params: BonusParams) -> Te
 # 1 - p >= 1 - LE keeps log1p(-p) accurate, and at the full bonus p is capped at P_CAP (the paper's floor).
 
 
+def _cap(params: BonusParams) -> float:
+    """The largest p the dense terms evaluate log(1 - p) at: P_CAP, or 1 - floor when that is lower."""
+    return min(P_CAP, 1.0 - params.floor)
+
+
 def _log_dense_value(log_p: Tensor, params: BonusParams) -> Tensor:
     le = params.log_end
     p = log_p.exp()
-    out = p.clamp(max=min(le, P_CAP)).neg_().log1p_()  # log(1 - min(p, LE, P_CAP))
+    out = p.clamp(max=min(le, _cap(params))).neg_().log1p_()  # log(1 - min(p, LE, cap))
     if le < 1.0:  # + (max(p, LE) - LE) / (LE - 1)
         out.add_(p.clamp_(min=le), alpha=1.0 / (le - 1.0)).add_(-le / (le - 1.0))
     return out
 
 
 def _log_dense_grad(log_p: Tensor, params: BonusParams) -> Tensor:
-    # p b'(p) = -p / (1 - min(p, LE)), and 0 where the P_CAP floor holds the value constant.
+    # p b'(p) = -p / (1 - min(p, LE)), and 0 where the floor holds the value constant.
     le = params.log_end
     p = log_p.exp()
     if le == 0.0:
         return p.neg_()
     den = p.clamp(max=le).neg_().add_(1.0)
     grad = torch.div(p, den, out=den).neg_()
-    if le > P_CAP:
-        floor = p > P_CAP
+    cap = _cap(params)
+    if le > cap:
+        floor = p > cap
         if le < 1.0:
             floor &= p <= le
         grad.masked_fill_(floor, 0.0)

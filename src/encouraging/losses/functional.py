@@ -67,7 +67,7 @@ def _bonus_weight(bonus_weight: Tensor | str | None, weight: Tensor | None, num_
 
 
 def bonus_params(bonus: str, log_end: float, bonus_scale: float, gamma: float, bonus_start: float,
-                 signed_scale: bool = False) -> BonusParams:
+                 bonus_floor: float = 0.0, signed_scale: bool = False) -> BonusParams:
     """Validate the bonus options shared by every encouraging loss and bundle its shape parameters.
 
     ``signed_scale`` admits a negative ``bonus_scale`` (Poly-1's epsilon may be negative; EL's scale may not).
@@ -79,7 +79,8 @@ def bonus_params(bonus: str, log_end: float, bonus_scale: float, gamma: float, b
     if not gamma > 0.0:
         raise ValueError(f"gamma must be > 0, got {gamma}")
     check_range("bonus_start", bonus_start, 0.0, 1.0, high_open=True)
-    return BonusParams(float(log_end), float(gamma), float(bonus_start))
+    check_range("bonus_floor", bonus_floor, 0.0, 1.0, high_open=True)
+    return BonusParams(float(log_end), float(gamma), float(bonus_start), float(bonus_floor))
 
 
 def _exact_log1m(log_p: Tensor, targets: Targets) -> Tensor:
@@ -126,6 +127,7 @@ def encouraging_loss_parts(
     gamma: float = 2.0,
     bonus_start: float = 0.0,
     bonus_weight: Tensor | str | None = None,
+    bonus_floor: float = 0.0,
     log_probs: bool = False,
     _signed_scale: bool = False,
 ) -> LossParts:
@@ -134,7 +136,7 @@ def encouraging_loss_parts(
     ``_signed_scale=True`` (internal, for Poly-1's negative epsilon) admits a negative ``bonus_scale``.
     """
     t = prepare(input, target, weight, ignore_index, reduction, label_smoothing)
-    params = bonus_params(bonus, log_end, bonus_scale, gamma, bonus_start, _signed_scale)
+    params = bonus_params(bonus, log_end, bonus_scale, gamma, bonus_start, bonus_floor, _signed_scale)
     if bonus == "log" and log_end == 1.0 and bonus_scale != 0.0 and t.num_classes < 2:
         raise ValueError("the full log bonus (log_end=1) needs at least 2 classes: with C=1, p_y = 1 and "
                          f"log(1 - p_y) = -inf; got input with C={t.num_classes}")
@@ -176,6 +178,7 @@ def encouraging_loss(
     gamma: float = 2.0,
     bonus_start: float = 0.0,
     bonus_weight: Tensor | str | None = None,
+    bonus_floor: float = 0.0,
     log_probs: bool = False,
 ) -> Tensor:
     r"""Encouraging loss: ``F.cross_entropy`` plus :math:`\rho\, v_y\, b(p_y)` (math in the module docstring).
@@ -199,6 +202,10 @@ def encouraging_loss(
         bonus_start: :math:`s \in [0, 1)`: the "aggressive" bonus :math:`b(p) - b(s)` for :math:`p \ge s`, 0 below.
         bonus_weight: per-class bonus weights :math:`v`: None (all ones), ``'same'`` (the CE ``weight``) or a
             ``(C,)`` tensor.
+        bonus_floor: the paper's clamp for the log bonus, :math:`\log\max(1 - p, \text{floor})` (its code uses
+            1e-5): the bonus stops rewarding an example once :math:`1 - p_y <` floor. 0 (default) is the exact
+            bonus. With ``log_end=1`` the exact bonus never stops pushing logits apart and can diverge at
+            learning rates where the paper's clamped version trains (see the README's demo).
         log_probs: ``input`` already holds log-probabilities (e.g. a PyG or fairseq model's ``log_softmax``).
 
     Returns:
@@ -213,5 +220,5 @@ def encouraging_loss(
     return encouraging_loss_parts(
         input, target, weight, ignore_index, reduction, label_smoothing, log_end=log_end,
         bonus_scale=bonus_scale, bonus=bonus, gamma=gamma, bonus_start=bonus_start, bonus_weight=bonus_weight,
-        log_probs=log_probs,
+        bonus_floor=bonus_floor, log_probs=log_probs,
     ).loss

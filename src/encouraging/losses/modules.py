@@ -37,13 +37,14 @@ class EncouragingLoss(nn.Module):
         gamma: float = 2.0,
         bonus_start: float = 0.0,
         bonus_weight: Tensor | str | None = None,
+        bonus_floor: float = 0.0,
         log_probs: bool = False,
         track_stats: bool = False,
     ) -> None:
         super().__init__()
         check_reduction(reduction)
         check_range("label_smoothing", label_smoothing, 0.0, 1.0)
-        bonus_params(bonus, log_end, bonus_scale, gamma, bonus_start)
+        bonus_params(bonus, log_end, bonus_scale, gamma, bonus_start, bonus_floor)
         check_class_vector("weight", weight)
         self.register_buffer("weight", weight)
         if isinstance(bonus_weight, Tensor):
@@ -61,6 +62,7 @@ class EncouragingLoss(nn.Module):
         self.bonus = bonus
         self.gamma = gamma
         self.bonus_start = bonus_start
+        self.bonus_floor = bonus_floor
         self.log_probs = log_probs
         self.track_stats = track_stats
         self.last_stats: dict[str, Tensor] = {}
@@ -70,7 +72,8 @@ class EncouragingLoss(nn.Module):
         return encouraging_loss_parts(
             input, target, self.weight, self.ignore_index, self.reduction, self.label_smoothing,
             log_end=self.log_end, bonus_scale=self.bonus_scale, bonus=self.bonus, gamma=self.gamma,
-            bonus_start=self.bonus_start, bonus_weight=self.bonus_weight, log_probs=self.log_probs,
+            bonus_start=self.bonus_start, bonus_weight=self.bonus_weight, bonus_floor=self.bonus_floor,
+            log_probs=self.log_probs,
         )
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:

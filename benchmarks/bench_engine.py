@@ -24,6 +24,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -90,8 +91,8 @@ def overhead(device: torch.device, repeats: int, steps: int, model_name: str) ->
             "ratio": engine / bare}
 
 
-def recipe_epoch(path: Path, device: torch.device, epochs: int) -> dict[str, float]:
-    cfg = apply_overrides(load_config(path), [f"--train.epochs={epochs}", f"--train.device={device}"])
+def timed_epochs(cfg, device: torch.device, epochs: int) -> tuple[Any, list[float]]:
+    """Prepare the recipe's task and time ``epochs`` training epochs of the engine (seconds each)."""
     torch.manual_seed(0)
     prepared = get_task(cfg.task).prepare(cfg, device, World())
     trainer = Trainer(cfg, prepared.model, nn.CrossEntropyLoss(), prepared.train, prepared.test, device=device,
@@ -103,6 +104,12 @@ def recipe_epoch(path: Path, device: torch.device, epochs: int) -> dict[str, flo
         trainer.train_epoch(epoch)
         _sync(device)
         times.append(time.perf_counter() - start)
+    return prepared, times
+
+
+def recipe_epoch(path: Path, device: torch.device, epochs: int) -> dict[str, float]:
+    cfg = apply_overrides(load_config(path), [f"--train.epochs={epochs}", f"--train.device={device}"])
+    prepared, times = timed_epochs(cfg, device, epochs)
     kept = times[1:] if len(times) > 1 else times
     return {"recipe": cfg.name, "model": cfg.model.name, "train_examples": prepared.notes.get("train_size"),
             "epoch_s": statistics.median(kept), "steps": len(prepared.train)}
@@ -112,22 +119,13 @@ def resnet18_throughput(device: torch.device, dataset: str, amp: str, compile_mo
                         epochs: int = 3) -> dict[str, float]:
     cfg = apply_overrides(load_config(ROOT / "configs/quick/cifar10.yaml"), [
         f"--data.dataset={dataset}", "--data.train_subset=0", "--model.name=resnet18_cifar", "--model.kwargs={}",
-        f"--train.amp={amp}", f"--train.compile={str(compile_model).lower()}", f"--train.device={device}"])
-    torch.manual_seed(0)
-    prepared = get_task(cfg.task).prepare(cfg, device, World())
-    trainer = Trainer(cfg, prepared.model, nn.CrossEntropyLoss(), prepared.train, prepared.test, device=device,
-                      quiet=True)
+        f"--train.amp={amp}", f"--train.compile={str(compile_model).lower()}", f"--train.device={device}",
+        f"--train.epochs={epochs}"])
+    prepared, times = timed_epochs(cfg, device, epochs)
     images = len(prepared.train) * cfg.data.batch_size
-    rates = []
-    for epoch in range(epochs):
-        _sync(device)
-        start = time.perf_counter()
-        trainer.train_epoch(epoch)
-        _sync(device)
-        rates.append(images / (time.perf_counter() - start))
-    rate = statistics.median(rates[1:])
+    rate = images / statistics.median(times[1:])
     return {"amp": amp, "compile": compile_model, "images_per_s": rate, "epoch_50k_s": 50_000 / rate,
-            "first_epoch_s": images / rates[0]}
+            "first_epoch_s": times[0]}
 
 
 def main() -> None:

@@ -809,7 +809,10 @@ def write_report(
                     doc.p(f"{what}: no run logged `{metric}`.")
                 else:
                     doc.img(name, f"{what}, {g.title}")
-                    doc.p(caption + (" `p_target`: mean probability of the true class on the training batches of each epoch (the model as it trained)." if metric == "p_target" else ""))
+                    if metric == "p_target":
+                        caption += (" `p_target`: mean probability of the true class on the training batches of"
+                                    " each epoch (the model as it trained).")
+                    doc.p(caption)
             doc.h(3, "Signatures")
             doc.code("\n".join(f"{row.loss_label}: {row.signature()}" for row in g.rows))
         if g.unfinished:

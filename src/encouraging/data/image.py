@@ -351,7 +351,6 @@ def load_registered(
             x_test, y_test = x_test[:1000].clone(), y_test[:1000].clone()
         where = f"torchvision {info.torchvision} layout under {source.root}"
     else:
-        assert source.train is not None
         x_train, y_train = _load_pair(source.train)
         if which == "exact1000" and "exact1000" not in source.tests:
             x_test, y_test = _load_pair(source.tests["exact"])

@@ -23,7 +23,7 @@ test: $(VENV)/.installed
 test-all: $(VENV)/.installed
 	$(PY) -m pytest -m ""
 
-# The main job: a real CE-vs-EL comparison (5 losses x 3 seeds), then the table and the report's path.
+# The main job: a real CE-vs-EL comparison (6 losses x 3 seeds), then the table and the report path.
 # --download lets torchvision fetch Fashion-MNIST into the cache once when it is not found locally.
 demo: $(VENV)/.installed
 	$(PY) -m encouraging.cli compare configs/demo.yaml --seeds 3 --losses "$(DEMO_LOSSES)" --download \

@@ -64,17 +64,21 @@ class TensorBatches:
             raise ValueError(f"{len(x)} training examples are fewer than one global batch of "
                              f"{batch_size * world.size}; lower data.batch_size")
 
+    def _shard(self) -> tuple[int, int]:
+        """This rank's contiguous [start, stop) slice of the evaluation data."""
+        size = -(-len(self.x) // self.world.size)
+        start = min(self.world.rank * size, len(self.x))
+        return start, min(start + size, len(self.x))
+
     def __len__(self) -> int:
-        n = len(self.x)
         if self.train:
-            return n // (self.batch_size * self.world.size)
-        shard = -(-n // self.world.size)
-        return -(-min(shard, max(n - self.world.rank * shard, 0)) // self.batch_size)
+            return len(self.x) // (self.batch_size * self.world.size)
+        start, stop = self._shard()
+        return -(-(stop - start) // self.batch_size)
 
     def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         if not self.train:
-            shard = -(-len(self.x) // self.world.size)
-            start, stop = self.world.rank * shard, min((self.world.rank + 1) * shard, len(self.x))
+            start, stop = self._shard()
             for i in range(start, stop, self.batch_size):
                 j = min(i + self.batch_size, stop)
                 yield self._out(self._prepare(self.x[i:j], None), self.y[i:j])

@@ -55,7 +55,9 @@ class LossParts(NamedTuple):
     valid: Tensor
 
 
-def _bonus_weight(bonus_weight: Tensor | str | None, weight: Tensor | None, num_classes: int) -> Tensor | None:
+def resolve_bonus_weight(bonus_weight: Tensor | str | None, weight: Tensor | None,
+                         num_classes: int | None = None) -> Tensor | None:
+    """The bonus class weights ``v`` (None: all ones), checked; ``num_classes`` None checks only the form."""
     if bonus_weight is None:
         return None
     if isinstance(bonus_weight, str):
@@ -140,7 +142,7 @@ def encouraging_loss_parts(
     if bonus == "log" and log_end == 1.0 and bonus_scale != 0.0 and t.num_classes < 2:
         raise ValueError("the full log bonus (log_end=1) needs at least 2 classes: with C=1, p_y = 1 and "
                          f"log(1 - p_y) = -inf; got input with C={t.num_classes}")
-    v = _bonus_weight(bonus_weight, weight, t.num_classes)
+    v = resolve_bonus_weight(bonus_weight, weight, t.num_classes)
     v = v.to(t.x.dtype) if v is not None else None
     log_p = t.x if log_probs else F.log_softmax(t.x, dim=1)
     eps, rho = float(label_smoothing), float(bonus_scale)

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_class_vector, check_range, check_reduction
-from .functional import LossParts, bonus_params, encouraging_loss_parts
+from .functional import LossParts, bonus_params, encouraging_loss_parts, resolve_bonus_weight
 
 
 class EncouragingLoss(nn.Module):
@@ -47,12 +47,10 @@ class EncouragingLoss(nn.Module):
         bonus_params(bonus, log_end, bonus_scale, gamma, bonus_start, bonus_floor)
         check_class_vector("weight", weight)
         self.register_buffer("weight", weight)
+        resolve_bonus_weight(bonus_weight, weight)
         if isinstance(bonus_weight, Tensor):
-            check_class_vector("bonus_weight", bonus_weight)
             self.register_buffer("bonus_weight", bonus_weight)
         else:
-            if bonus_weight not in (None, "same"):
-                raise ValueError(f"bonus_weight must be None, 'same' or a (C,) tensor, got {bonus_weight!r}")
             self.bonus_weight = bonus_weight
         self.ignore_index = ignore_index
         self.reduction = reduction

@@ -25,3 +25,34 @@ def data_root(monkeypatch: pytest.MonkeyPatch) -> Path:
         pytest.skip("offline datasets not found (../shared/data or $ENCOURAGING_DATA)")
     monkeypatch.setenv("ENCOURAGING_DATA", str(root))
     return root
+
+
+TINY_RECIPE = """name: tiny-mnist
+data: {{dataset: mnist, root: {root}, train_subset: 600, test_subset: 300, batch_size: 64}}
+model: {{name: mlp, kwargs: {{hidden: [64]}}}}
+optim: {{name: adam, lr: 3.0e-3, schedule: constant}}
+train: {{epochs: 2, threads: 1}}
+"""
+
+
+@pytest.fixture(scope="session")
+def trained_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Two tiny trained MNIST runs (CE and EL with log_end=1), seed 0, in one results database.
+
+    Returns ``{"db": path, "out": runs folder, "CE": run_dir, "EL": run_dir}``; shared by the tests that
+    analyse or evaluate trained models.
+    """
+    root = shared_data_root()
+    if root is None:
+        pytest.skip("offline datasets not found (../shared/data or $ENCOURAGING_DATA)")
+    from encouraging.engine.config import load_config
+    from encouraging.tasks.runner import grid, run_dir_for
+
+    folder = tmp_path_factory.mktemp("trained")
+    recipe = folder / "tiny.yaml"
+    recipe.write_text(TINY_RECIPE.format(root=root))
+    cfg = load_config(recipe)
+    out, db = folder / "runs", folder / "runs" / "results.db"
+    done = grid(cfg, ["ce", "el(log_end=1.0)"], [0], out_dir=out, db=db, quiet=True)
+    dirs = {name: run_dir_for(one, out) for name, (one, _) in zip(("CE", "EL"), done, strict=True)}
+    return {"db": db, "out": out, "recipe": recipe, **dirs}

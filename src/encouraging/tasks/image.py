@@ -7,6 +7,8 @@ transforms of the paper's 224-px recipe (see :func:`encouraging.data.load_image_
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from ..data import load_image_dataset
@@ -39,10 +41,12 @@ def prepare(cfg: Config, device: torch.device, world: World) -> Prepared:
     if info.kind == "folder":
         train = LoaderBatches(data.train, d.batch_size, train=True, seed=cfg.train.seed, world=world,
                               num_workers=d.num_workers, device=device)
-        test = LoaderBatches(data.test, d.eval_batch_size, train=False, world=world, num_workers=d.num_workers,
-                             device=device)
+        loader = dict(train=False, world=world, num_workers=d.num_workers, device=device)
+        test = LoaderBatches(data.test, d.eval_batch_size, **loader)
+        plain_train = copy.copy(data.train)
+        plain_train.transform = data.test.transform  # the training images through the test-time transform
         notes.update(train_size=len(data.train), test_size=len(data.test))
-        return Prepared(model, train, test, notes)
+        return Prepared(model, train, test, notes, LoaderBatches(plain_train, d.eval_batch_size, **loader))
 
     x_train, y_train = _subset(data.x_train, data.y_train, d.train_subset)
     x_test, y_test = _subset(data.x_test, data.y_test, d.test_subset)
@@ -53,10 +57,11 @@ def prepare(cfg: Config, device: torch.device, world: World) -> Prepared:
     train = TensorBatches(x_train, y_train, d.batch_size, train=True, seed=cfg.train.seed, shuffle=d.shuffle,
                           augment=d.augment, crop_padding=d.crop_padding, **common)
     test = TensorBatches(x_test, y_test, d.eval_batch_size, train=False, **common)
-    notes.update(train_size=len(x_train), test_size=len(x_test))
+    notes.update(train_size=len(x_train), test_size=len(x_test), mean=mean, std=std)
     if d.test_subset:
         notes["test_note"] = f"{data.test_note}; fixed random subset of {len(x_test)}"
-    return Prepared(model, train, test, notes)
+    train_eval = TensorBatches(x_train, y_train, d.eval_batch_size, train=False, **common)
+    return Prepared(model, train, test, notes, train_eval)
 
 
 register_task(Task("image", "image classification (torchvision datasets, array folders, image folders)", prepare))

@@ -16,12 +16,17 @@ from ..engine.distributed import World
 
 @dataclass
 class Prepared:
-    """What a task hands the engine: the model, train and test batch sources, and notes saved with the run."""
+    """What a task hands the engine: the model, train and test batch sources, and notes saved with the run.
+
+    ``train_eval`` is the training set read like the test set (every example once, in order, no augmentation),
+    for analyses and evaluations of a trained model; None where the task has none.
+    """
 
     model: nn.Module
     train: Any
     test: Any
     notes: dict[str, Any] = field(default_factory=dict)  # e.g. test_note, dataset source, class count
+    train_eval: Any = None
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from ..engine.distributed import broadcast_flag, init_world, shutdown
 from ..engine.runtime import seed_everything, select_device, set_threads
 from ..engine.trainer import Trainer
 from ..results import ResultsStore, RunRecord
+from .loading import run_id_for
 from .registry import get_task
 
 
@@ -104,7 +105,7 @@ def _run(cfg: Config, device: torch.device, world, out_dir: Path, db, resume: bo
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     prepared = get_task(cfg.task).prepare(cfg, device, world)
     record = RunRecord(
-        run_id=f"{chash}-s{cfg.train.seed}", recipe=cfg.name, task=cfg.task, dataset=cfg.data.dataset,
+        run_id=run_id_for(cfg), recipe=cfg.name, task=cfg.task, dataset=cfg.data.dataset,
         model=cfg.model.name, loss=cfg.loss.name, loss_label=label, seed=cfg.train.seed, config_hash=chash,
         config={**dataclasses.asdict(cfg), "notes": prepared.notes}, versions=versions(), git_commit=git_commit(),
         hardware=f"{hardware(device)}, world {world.size}", run_dir=str(run_dir),

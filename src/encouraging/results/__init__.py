@@ -6,7 +6,18 @@
 """
 
 from .paper import PAPER_NUMBERS, PaperNumber, list_paper_numbers, model_family, paper_number
-from .report import Group, LossRow, collect, comparison_rows, group_tables, table_rows, write_report
+from .report import (
+    Doc,
+    Group,
+    LossRow,
+    ReportSection,
+    collect,
+    comparison_rows,
+    group_tables,
+    register_section,
+    table_rows,
+    write_report,
+)
 from .stats import Comparison, Summary, compare, paired, summarize, welch
 from .store import RUN_FILTERS, ResultsStore, RunRecord, loss_params_from_config
 
@@ -14,10 +25,12 @@ __all__ = [
     "PAPER_NUMBERS",
     "RUN_FILTERS",
     "Comparison",
+    "Doc",
     "Group",
     "LossRow",
     "PaperNumber",
     "ResultsStore",
+    "ReportSection",
     "RunRecord",
     "Summary",
     "collect",
@@ -29,6 +42,7 @@ __all__ = [
     "model_family",
     "paired",
     "paper_number",
+    "register_section",
     "summarize",
     "table_rows",
     "welch",

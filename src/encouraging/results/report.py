@@ -23,7 +23,7 @@ import math
 import os
 import re
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -536,7 +536,9 @@ def _slug(text: str) -> str:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-class _Doc:
+class Doc:
+    """A report being written: headings, paragraphs, lists, tables, images and code, rendered to markdown/HTML."""
+
     def __init__(self) -> None:
         self.blocks: list[tuple] = []
 
@@ -673,6 +675,19 @@ def _paper_direction(p: Pair) -> str | None:
     return text + "; ours has the **opposite** sign with an interval that excludes 0."
 
 
+# A section draws the rows that a later analysis or evaluation stored (``ResultsStore.add_rows``) for one group's
+# runs. Higher layers register theirs when imported (encouraging.analysis, encouraging.tasks.ood, ...), so this
+# module stays below them; a section writes nothing when the group has no rows of its kind.
+ReportSection = Callable[[ResultsStore, Group, Doc, Path, str], None]
+_SECTIONS: dict[str, ReportSection] = {}
+
+
+def register_section(name: str, render: ReportSection) -> ReportSection:
+    """Add ``render(store, group, doc, out_dir, slug)`` to every group of every report (``slug`` names its files)."""
+    _SECTIONS[name] = render
+    return render
+
+
 def write_report(
     store_or_path: ResultsStore | str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -692,7 +707,7 @@ def write_report(
     all_runs = store.runs(**filters)
     counts = Counter(r["status"] for r in all_runs)
 
-    doc = _Doc()
+    doc = Doc()
     doc.h(1, title)
     doc.ul(
         [
@@ -813,6 +828,8 @@ def write_report(
                         caption += (" `p_target`: mean probability of the true class on the training batches of"
                                     " each epoch (the model as it trained).")
                     doc.p(caption)
+            for render in _SECTIONS.values():
+                render(store, g, doc, out, slug)
             doc.h(3, "Signatures")
             doc.code("\n".join(f"{row.loss_label}: {row.signature()}" for row in g.rows))
         if g.unfinished:

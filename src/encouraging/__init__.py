@@ -10,12 +10,14 @@ from .losses import (
     EncouragingLoss,
     FocalLoss,
     HaltedFocalLoss,
+    LinearEncouragingLoss,
     PolyLoss,
     binary_encouraging_loss,
     encouraging_loss,
     encouraging_loss_parts,
     focal_loss,
     halted_focal_loss,
+    linear_encouraging_loss,
     poly_loss,
 )
 
@@ -27,6 +29,7 @@ __all__ = [
     "EncouragingLoss",
     "FocalLoss",
     "HaltedFocalLoss",
+    "LinearEncouragingLoss",
     "PolyLoss",
     "__version__",
     "binary_encouraging_loss",
@@ -34,5 +37,6 @@ __all__ = [
     "encouraging_loss_parts",
     "focal_loss",
     "halted_focal_loss",
+    "linear_encouraging_loss",
     "poly_loss",
 ]

@@ -5,6 +5,7 @@ from .baselines import FocalLoss, HaltedFocalLoss, PolyLoss, focal_loss, halted_
 from .binary import BinaryEncouragingLoss, binary_encouraging_loss
 from .bonus import Bonus, BonusParams, get_bonus, list_bonuses, register_bonus
 from .functional import LossParts, encouraging_loss, encouraging_loss_parts
+from .linear import LinearEncouragingLoss, linear_encouraging_loss
 from .modules import EncouragingLoss, summarize
 from .schedule import BonusSchedule
 
@@ -16,6 +17,7 @@ __all__ = [
     "EncouragingLoss",
     "FocalLoss",
     "HaltedFocalLoss",
+    "LinearEncouragingLoss",
     "LossParts",
     "PolyLoss",
     "binary_encouraging_loss",
@@ -25,6 +27,7 @@ __all__ = [
     "focal_loss",
     "get_bonus",
     "halted_focal_loss",
+    "linear_encouraging_loss",
     "list_bonuses",
     "poly_loss",
     "register_bonus",

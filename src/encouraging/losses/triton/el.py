@@ -1,0 +1,241 @@
+r"""Online-softmax kernel of the encouraging loss (log bonus): per-row loss and logits gradient in one launch.
+
+One program per row (token) of a ``(N, V)`` block of logits. With :math:`q` the (smoothed) target distribution,
+class weights :math:`w`, bonus weights :math:`v` and :math:`\beta_k = p_k b'(p_k) = \partial b / \partial \log p_k`:
+
+.. math::
+
+    L = \sum_k q_k \left(-w_k \log p_k + \rho v_k b(p_k)\right), \qquad
+    \frac{\partial L}{\partial f_j} = c_j - p_j \sum_k c_k, \quad c_k = q_k (-w_k + \rho v_k \beta_k).
+
+Passes over the row (each reads ``V`` logits):
+
+1. online max and sum of exponentials, so ``lse``; for the full bonus (``log_end=1``) a second online sum over
+   the classes other than the target gives the exact :math:`\log(1 - p_y) = \operatorname{lse}_{k \ne y} f_k -
+   \operatorname{lse}`; with smoothing, :math:`\sum_k w_k f_k` for the CE term (linear in :math:`\log p_k`).
+2. label smoothing only: the bonus of every non-target class and :math:`\sum_k c_k` (the one extra reduction
+   over the vocabulary). Without smoothing :math:`c = c_y e_y`, so :math:`\sum_k c_k = c_y` is known after pass 1:
+   the gradient is :math:`s(p_y)(p - e_y)` with :math:`s = -c_y`, EL's per-example multiplier.
+3. the gradient, times the row's upstream scale, written to the output (the logits buffer itself with
+   ``inplace=True``: every element is read before it is written, by the same program).
+
+Numerics match :func:`encouraging.losses.encouraging_loss`: float32 inside for every input dtype, the target's
+bonus exact, the non-target (smoothing) log bonus floored at :math:`1 - p \ge 10^{-5}` as in the paper's code.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from .._checks import check_class_vector, check_floating, check_range
+from ..bonus import P_CAP
+
+
+@triton.jit
+def _dense_bonus(p, log_end, cap, FULL: tl.constexpr):
+    """b(p) and p b'(p) of the floored log bonus for the non-target classes (bonus.py's dense form)."""
+    value = tl.log(1.0 - tl.minimum(p, tl.minimum(log_end, cap)))
+    beta = tl.where((p <= log_end) & (p <= cap), -p / (1.0 - tl.minimum(p, log_end)), 0.0)
+    if not FULL:
+        past = p > log_end
+        value += tl.where(past, (p - log_end) / (log_end - 1.0), 0.0)
+        beta += tl.where(past, p / (log_end - 1.0), 0.0)
+    return value, beta
+
+
+@triton.jit
+def _el_kernel(
+    x_ptr, x_stride, g_ptr, g_stride, y_ptr, scale_ptr, w_ptr, v_ptr, loss_ptr,
+    V, ignore_index, eps, rho, log_end, cap, log_floor,
+    HAS_W: tl.constexpr, HAS_V: tl.constexpr, HAS_SCALE: tl.constexpr, SMOOTH: tl.constexpr,
+    FULL: tl.constexpr, HAS_FLOOR: tl.constexpr, COMPUTE_GRAD: tl.constexpr, BLOCK: tl.constexpr,
+):
+    # int64: row * stride overflows int32 once N * V > 2^31 (16k tokens at V = 128k).
+    row = tl.program_id(0).to(tl.int64)
+    x_row = x_ptr + row * x_stride
+    g_row = g_ptr + row * g_stride
+    y = tl.load(y_ptr + row)
+    if y == ignore_index:
+        tl.store(loss_ptr + row, 0.0)
+        if COMPUTE_GRAD:
+            for start in range(0, V, BLOCK):
+                offs = start + tl.arange(0, BLOCK)
+                tl.store(g_row + offs, tl.zeros([BLOCK], tl.float32).to(g_ptr.dtype.element_ty), mask=offs < V)
+        return
+
+    # ---- pass 1: lse (online), lse over k != y (full bonus), sum_k w_k f_k (smoothing)
+    m = -float("inf")
+    s = 0.0
+    m_o = -float("inf")
+    s_o = 0.0
+    sum_wf = 0.0
+    sum_w = 0.0
+    for start in range(0, V, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        mask = offs < V
+        f = tl.load(x_row + offs, mask=mask, other=-float("inf")).to(tl.float32)
+        m_new = tl.maximum(m, tl.max(f, 0))
+        s = s * tl.exp(m - m_new) + tl.sum(tl.exp(f - m_new), 0)
+        m = m_new
+        if FULL:
+            f_o = tl.where(offs == y, -float("inf"), f)
+            m_o_new = tl.maximum(m_o, tl.max(f_o, 0))
+            ref = tl.where(m_o_new == -float("inf"), 0.0, m_o_new)  # a block holding only y: no -inf - -inf
+            s_o = s_o * tl.exp(m_o - ref) + tl.sum(tl.exp(f_o - ref), 0)
+            m_o = m_o_new
+        if SMOOTH:
+            if HAS_W:
+                w = tl.load(w_ptr + offs, mask=mask, other=0.0)
+                sum_wf += tl.sum(w * tl.where(mask, f, 0.0), 0)
+                sum_w += tl.sum(w, 0)
+            else:
+                sum_wf += tl.sum(tl.where(mask, f, 0.0), 0)
+    lse = m + tl.log(s)
+    log_p_y = tl.load(x_row + y).to(tl.float32) - lse
+    p_y = tl.exp(log_p_y)
+    if HAS_W:
+        w_y = tl.load(w_ptr + y)
+    else:
+        w_y = 1.0
+        sum_w = V * 1.0
+    if HAS_V:
+        v_y = tl.load(v_ptr + y)
+    else:
+        v_y = 1.0
+
+    # ---- the target's bonus b(p_y) and beta_y = p_y b'(p_y), exact
+    if FULL:
+        log1m = m_o + tl.log(s_o) - lse
+        head = log1m
+        beta_head = -tl.exp(log_p_y - log1m)
+        tangent = 0.0
+        beta_tangent = 0.0
+    else:
+        clamped = tl.minimum(p_y, log_end)
+        head = tl.log(1.0 - clamped)
+        beta_head = tl.where(p_y <= log_end, -p_y / (1.0 - clamped), 0.0)
+        past = p_y > log_end
+        tangent = tl.where(past, (p_y - log_end) / (log_end - 1.0), 0.0)
+        beta_tangent = tl.where(past, p_y / (log_end - 1.0), 0.0)
+    if HAS_FLOOR:  # the paper's clamp log(max(1 - p, floor)): constant, so no gradient, below the floor
+        beta_head = tl.where(head < log_floor, 0.0, beta_head)
+        head = tl.maximum(head, log_floor)
+    gain = 1.0 - eps + eps / V  # q_y
+    loss = -(1.0 - eps) * w_y * log_p_y + rho * gain * v_y * (head + tangent)
+    c_y = gain * (-w_y + rho * v_y * (beta_head + beta_tangent))
+    c_sum = c_y
+
+    # ---- pass 2 (smoothing): the non-target classes' bonus and their share of sum_k c_k
+    share = eps / V
+    if SMOOTH:
+        loss += -share * (sum_wf - lse * sum_w)
+        dense = 0.0
+        for start in range(0, V, BLOCK):
+            offs = start + tl.arange(0, BLOCK)
+            keep = (offs < V) & (offs != y)
+            p = tl.exp(tl.load(x_row + offs, mask=keep, other=0.0).to(tl.float32) - lse)
+            value, beta = _dense_bonus(p, log_end, cap, FULL)
+            w = tl.load(w_ptr + offs, mask=keep, other=0.0) if HAS_W else 1.0
+            v = tl.load(v_ptr + offs, mask=keep, other=0.0) if HAS_V else 1.0
+            dense += tl.sum(tl.where(keep, v * value, 0.0), 0)
+            c_sum += tl.sum(tl.where(keep, share * (-w + rho * v * beta), 0.0), 0)
+        loss += rho * share * dense
+    tl.store(loss_ptr + row, loss)
+
+    # ---- pass 3: d L / d f_j = c_j - p_j sum_k c_k, times the row's upstream gradient
+    if COMPUTE_GRAD:
+        if HAS_SCALE:
+            scale = tl.load(scale_ptr + row)
+        else:
+            scale = 1.0
+        for start in range(0, V, BLOCK):
+            offs = start + tl.arange(0, BLOCK)
+            mask = offs < V
+            p = tl.exp(tl.load(x_row + offs, mask=mask, other=0.0).to(tl.float32) - lse)
+            if SMOOTH:
+                _, beta = _dense_bonus(p, log_end, cap, FULL)
+                w = tl.load(w_ptr + offs, mask=mask, other=0.0) if HAS_W else 1.0
+                v = tl.load(v_ptr + offs, mask=mask, other=0.0) if HAS_V else 1.0
+                c = tl.where(offs == y, c_y, share * (-w + rho * v * beta))
+            else:
+                c = tl.where(offs == y, c_y, 0.0)
+            grad = (c - p * c_sum) * scale
+            tl.store(g_row + offs, grad.to(g_ptr.dtype.element_ty), mask=mask)
+
+
+def _block_size(vocab: int) -> int:
+    # A row is read in blocks of up to 8192 elements (32 KiB of float32 state per program), enough to keep a
+    # program's loads wide while the whole row (V up to 256k) streams through in a few dozen iterations.
+    return min(triton.next_power_of_2(vocab), 8192)
+
+
+def el_loss_and_grad(
+    logits: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    *,
+    log_end: float = 0.75,
+    bonus_scale: float = 1.0,
+    bonus_weight: Tensor | None = None,
+    bonus_floor: float = 0.0,
+    grad_scale: Tensor | None = None,
+    compute_grad: bool = True,
+    inplace: bool = False,
+    block_size: int | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    r"""Per-row encouraging loss (log bonus) of ``(N, V)`` logits and its gradient, in one kernel launch.
+
+    Returns ``(loss, grad)``: ``loss`` ``(N,)`` float32 equals ``encouraging_loss(logits, target, weight,
+    ignore_index, 'none', label_smoothing, log_end=..., bonus_scale=..., bonus_weight=..., bonus_floor=...)``, and
+    ``grad`` (logits' dtype) is :math:`\partial \sum_i s_i L_i / \partial\,\mathrm{logits}` with ``s =
+    grad_scale`` ``(N,)`` (all ones when None); ``None`` when ``compute_grad=False``.
+
+    ``inplace=True`` writes the gradient over ``logits`` (saves one ``(N, V)`` buffer; the caller's logits are
+    lost). Otherwise no input is modified. ``bonus_weight`` is a ``(V,)`` tensor (resolve ``'same'`` first).
+    """
+    check_floating("logits", logits)
+    if logits.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise TypeError(f"logits must be float32, float16 or bfloat16 for the Triton kernel, got {logits.dtype}")
+    if logits.dim() != 2 or logits.stride(1) != 1:
+        raise ValueError(f"logits must be a 2-D (N, V) tensor with contiguous rows, got shape "
+                         f"{tuple(logits.shape)} and strides {logits.stride()}")
+    n, vocab = logits.shape
+    if target.shape != (n,) or target.is_floating_point():
+        raise ValueError(f"target must be a ({n},) tensor of class indices, got shape {tuple(target.shape)} and "
+                         f"dtype {target.dtype}")
+    check_class_vector("weight", weight, vocab)
+    check_class_vector("bonus_weight", bonus_weight, vocab)
+    check_range("label_smoothing", label_smoothing, 0.0, 1.0)
+    check_range("log_end", log_end, 0.0, 1.0)
+    check_range("bonus_floor", bonus_floor, 0.0, 1.0, high_open=True)
+    if grad_scale is not None and grad_scale.shape != (n,):
+        raise ValueError(f"grad_scale must have shape ({n},), got {tuple(grad_scale.shape)}")
+
+    def f32(t: Tensor | None) -> Tensor | None:
+        return t.to(device=logits.device, dtype=torch.float32).contiguous() if t is not None else None
+
+    w, v, scale = f32(weight), f32(bonus_weight), f32(grad_scale)
+    target = target.to(logits.device).long().contiguous()
+    loss = torch.empty(n, dtype=torch.float32, device=logits.device)
+    grad = (logits if inplace else torch.empty_like(logits)) if compute_grad else None
+    if n == 0:
+        return loss, grad
+    out = grad if grad is not None else logits  # not written without COMPUTE_GRAD
+    block = block_size or _block_size(vocab)
+    _el_kernel[(n,)](
+        logits, logits.stride(0), out, out.stride(0), target, scale if scale is not None else loss,
+        w if w is not None else loss, v if v is not None else loss, loss,
+        vocab, ignore_index, float(label_smoothing), float(bonus_scale), float(log_end),
+        min(P_CAP, 1.0 - bonus_floor), math.log(bonus_floor) if bonus_floor > 0.0 else 0.0,
+        HAS_W=w is not None, HAS_V=v is not None, HAS_SCALE=scale is not None, SMOOTH=label_smoothing > 0.0,
+        FULL=log_end == 1.0, HAS_FLOOR=bonus_floor > 0.0, COMPUTE_GRAD=compute_grad, BLOCK=block,
+        num_warps=8 if block >= 4096 else 4,
+    )
+    return loss, grad

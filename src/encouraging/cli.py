@@ -3,6 +3,7 @@
     encouraging train CONFIG [--section.key=value ...]       one run
     encouraging compare CONFIG [--seeds N] [--losses ...]    every loss x seed of one recipe, then the table
     encouraging report [DB] --out DIR                        markdown + PNG report of a results database
+    encouraging analyze RUN... --out DIR                     margins, energies, gradients, probes of trained runs
     encouraging list {tasks,datasets,models,losses}          what the registries hold
 """
 
@@ -39,6 +40,23 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--losses", default="ce,el", help="comma-separated loss specs, e.g. "
                          "'ce,ce_ls,poly1,el,el(log_end=1.0)' (see `encouraging list losses`)")
     compare.add_argument("--report", default=None, help="also write the report to this folder")
+    compare.add_argument("--analyze", action="store_true", help="also run `analyze` on every finished run "
+                         "(into <report or out>/analysis; the report then has an analyses section)")
+
+    analyze = sub.add_parser("analyze", help="margins, energies, gradients and probes of trained runs")
+    analyze.add_argument("runs", nargs="+", help="run directories or checkpoint.pt files, or a results database "
+                         "(every finished run in it)")
+    analyze.add_argument("--out", required=True, help="output folder (analysis.md and PNG figures)")
+    analyze.add_argument("--db", default=None, help="store the rows here (default: the runs' own database)")
+    analyze.add_argument("--recipe", default=None, help="with a database: only this recipe's runs")
+    analyze.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    analyze.add_argument("--data-root", default=None, help="data root (default: the run's, $ENCOURAGING_DATA)")
+    analyze.add_argument("--kinds", default="margins,energy,gradient,probe", help="analyses to run")
+    analyze.add_argument("--max-examples", type=int, default=None, help="first N examples of each split")
+    analyze.add_argument("--grad-examples", type=int, default=512,
+                         help="training examples that get per-example parameter gradients (default 512)")
+    analyze.add_argument("--html", action="store_true", help="also write analysis.html")
+    analyze.add_argument("--quiet", action="store_true")
 
     report = sub.add_parser("report", help="write the markdown + PNG report of a results database")
     report.add_argument("db", nargs="?", default=f"{DEFAULT_OUT}/results.db")
@@ -83,7 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     args, overrides = _parser().parse_known_args(argv)
     if args.command == "list":
         return _list(args.what)
+    if args.command == "analyze":
+        return _analyze(args)
     if args.command == "report":
+        from . import analysis  # noqa: F401  (registers the analyses section)
         from .results import write_report
 
         path = write_report(args.db, args.out, html=args.html)
@@ -109,10 +130,43 @@ def main(argv: list[str] | None = None) -> int:
     grid(cfg, split_loss_specs(args.losses), list(range(args.seeds)), out_dir=args.out, db=db, resume=True,
          quiet=args.quiet)
     _print_table(db, cfg.name)
+    if args.analyze:
+        from .analysis import analyze
+        from .results import ResultsStore
+
+        runs = [r["run_dir"] for r in ResultsStore(db).runs(recipe=cfg.name, status="finished")]
+        path = analyze(runs, Path(args.report or args.out) / "analysis", db=db, quiet=args.quiet)
+        print(f"analyses: {path}")
     if args.report:
+        from . import analysis  # noqa: F401  (registers the analyses section)
         from .results import write_report
 
         print(f"report: {write_report(db, args.report)}")
+    return 0
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from .analysis import AnalysisConfig, analyze
+    from .results import ResultsStore
+
+    runs, db = [], args.db
+    for item in args.runs:
+        if Path(item).suffix == ".db":
+            if not Path(item).is_file():
+                raise SystemExit(f"encouraging analyze: no results database at {item}")
+            filters = {"status": "finished"} | ({"recipe": args.recipe} if args.recipe else {})
+            found = [r["run_dir"] for r in ResultsStore(item).runs(**filters)]
+            if not found:
+                raise SystemExit(f"encouraging analyze: no finished runs in {item} (filters: {filters})")
+            runs += found
+            db = db or item
+        else:
+            runs.append(item)
+    config = AnalysisConfig(kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()),
+                            max_examples=args.max_examples, grad_examples=args.grad_examples)
+    path = analyze(runs, args.out, db=db, device=args.device, data_root=args.data_root, config=config,
+                   html=args.html, quiet=args.quiet)
+    print(f"analyses: {path}")
     return 0
 
 

@@ -32,6 +32,7 @@ from typing import Any
 from .paper import PaperNumber, canonical_loss, paper_number
 from .stats import Comparison, Summary, compare, format_signed, summarize
 from .store import ResultsStore
+from .style import loss_styles, new_figure
 
 __all__ = ["Group", "LossRow", "collect", "comparison_rows", "group_tables", "table_rows", "write_report"]
 
@@ -487,21 +488,17 @@ def _curve(row: LossRow, metric: str, scale: float) -> tuple[list, list, list, l
 
 def _plot(group: Group, metric: str, ylabel: str, title: str, path: Path, scale: float, zoom: bool) -> str | None:
     """One figure: ``metric`` per epoch, a line per loss (mean over seeds), shaded min–max. Returns a caption."""
-    from matplotlib.figure import Figure  # no pyplot: no global backend state, Agg rendering for PNG
     from matplotlib.ticker import MaxNLocator
 
     curves = [(row, _curve(row, metric, scale)) for row in group.rows]
     curves = [(row, c) for row, c in curves if c is not None]
     if not curves:
         return None
-    fig = Figure(figsize=(7.0, 4.3), dpi=120, layout="constrained")
-    ax = fig.add_subplot()
-    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
-    colors = iter(palette * 4)
+    fig, (ax,) = new_figure()
+    styles = loss_styles(row.loss_label for row, _ in curves)
     zoom_lows = []
     for row, (xs, mean, lo, hi) in curves:
-        color = "black" if row.is_ce and row.label_smoothing == 0.0 else next(colors)
-        style = "--" if row.is_ce else "-"
+        color, style = styles[row.loss_label]
         n = len(row.runs)
         ax.plot(xs, mean, style, color=color, lw=1.8, marker="o" if len(xs) <= 20 else None, ms=3,
                 label=f"{row.loss_label}, n = {n}")  # fmt: skip

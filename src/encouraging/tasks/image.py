@@ -37,7 +37,7 @@ def prepare(cfg: Config, device: torch.device, world: World) -> Prepared:
     model = create_model(cfg.model.name, num_classes=info.num_classes, in_channels=info.channels,
                          image_size=size or None, **cfg.model.kwargs)
     notes = {"test_note": data.test_note, "source": str(data.source), "num_classes": info.num_classes,
-             "dataset_title": info.title}
+             "dataset_title": info.title, "classes": list(info.classes) if info.classes else None}
     if info.kind == "folder":
         train = LoaderBatches(data.train, d.batch_size, train=True, seed=cfg.train.seed, world=world,
                               num_workers=d.num_workers, device=device)

@@ -73,6 +73,16 @@ def hardware(device: torch.device) -> str:
     return f"{cpu} ({torch.get_num_threads()} threads)"
 
 
+def run_record(cfg: Config, notes: dict[str, Any], run_dir: Path, hardware_text: str) -> RunRecord:
+    """The results-database record of a (config, seed) trained in ``run_dir``."""
+    return RunRecord(
+        run_id=run_id_for(cfg), recipe=cfg.name, task=cfg.task, dataset=cfg.data.dataset, model=cfg.model.name,
+        loss=cfg.loss.name, loss_label=loss_label(cfg.loss), seed=cfg.train.seed, config_hash=config_hash(cfg),
+        config={**dataclasses.asdict(cfg), "notes": notes}, versions=versions(), git_commit=git_commit(),
+        hardware=hardware_text, run_dir=str(run_dir),
+    )
+
+
 def run(cfg: Config, *, out_dir: str | Path = "runs", db: str | Path | None = "results.db", resume: bool = True,
         quiet: bool = False) -> dict[str, Any] | None:
     """Train one config (one seed). Returns the final metrics, or None when the database says it is done."""
@@ -104,12 +114,7 @@ def _run(cfg: Config, device: torch.device, world, out_dir: Path, db, resume: bo
         return None
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     prepared = get_task(cfg.task).prepare(cfg, device, world)
-    record = RunRecord(
-        run_id=run_id_for(cfg), recipe=cfg.name, task=cfg.task, dataset=cfg.data.dataset,
-        model=cfg.model.name, loss=cfg.loss.name, loss_label=label, seed=cfg.train.seed, config_hash=chash,
-        config={**dataclasses.asdict(cfg), "notes": prepared.notes}, versions=versions(), git_commit=git_commit(),
-        hardware=f"{hardware(device)}, world {world.size}", run_dir=str(run_dir),
-    )
+    record = run_record(cfg, prepared.notes, run_dir, f"{hardware(device)}, world {world.size}")
     if not _proceed(store.claim(record) if store is not None else True, world, cfg, label, db):
         return None
     if world.main:

@@ -307,3 +307,15 @@ def test_double_backward_of_the_dense_bonus_raises(kind):
     assert torch.isfinite(grad).all()
     with pytest.raises(RuntimeError, match="second derivatives"):
         torch.autograd.grad(encouraging_loss(x, target, **kwargs).sum(), x, create_graph=True)
+
+
+@pytest.mark.parametrize("num_classes, log_end", [(2, 0.5), (4, 0.25), (10, 0.1)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gradient_at_exactly_log_end(num_classes, log_end, dtype):
+    """Equal logits put p_y at exactly 1/C = log_end (a zero-initialised classifier): the slope there is the
+    one both pieces share, -1 on the target logit, not a piece counted twice or dropped."""
+    logits = torch.zeros(3, num_classes, dtype=dtype, requires_grad=True)
+    encouraging_loss(logits, torch.zeros(3, dtype=torch.long), reduction="sum", log_end=log_end).backward()
+    expected = torch.full((3, num_classes), 1 / (num_classes - 1), dtype=dtype)
+    expected[:, 0] = -1.0
+    torch.testing.assert_close(logits.grad, expected)

@@ -87,19 +87,25 @@ def get_bonus(name: str) -> Bonus:
 
 def _log_value(log_p: Tensor, log1m_p: Tensor | None, params: BonusParams) -> Tensor:
     le = params.log_end
-    if log1m_p is not None:
-        # log(1 - min(p, LE)) = max(log(1 - p), log(1 - LE)); the clamp also stops the gradient past LE.
-        head = log1m_p if le == 1.0 else log1m_p.clamp(min=math.log1p(-le))
-    elif le == 0.0:
-        head = torch.zeros_like(log_p)
+    past = None
+    if le == 1.0:
+        head = log1m_p if log1m_p is not None else torch.log(-torch.expm1(log_p))
     else:
-        # Clamping log p at log(LE) keeps 1 - p >= 1 - LE, so expm1 is accurate and the log finite.
-        head = torch.log(-torch.expm1(log_p.clamp(max=math.log(le))))
+        p = log_p.exp()
+        # One comparison picks the piece for every example, so exactly one piece carries the slope at p == LE
+        # (clamps on log p and on p would each pass or block it there, and rounding can make them disagree).
+        past = p > le
+        if log1m_p is not None:
+            head = torch.where(past, math.log1p(-le), log1m_p)
+        elif le == 0.0:
+            head = torch.zeros_like(log_p)
+        else:  # log(1 - min(p, LE)); below LE, 1 - p >= 1 - LE keeps expm1 accurate and the log finite
+            head = torch.log(-torch.expm1(torch.where(past, math.log(le), log_p)))
     if params.floor > 0.0:  # the paper's clamp: constant (zero gradient) once 1 - p < floor
         head = head.clamp(min=math.log(params.floor))
-    if le == 1.0:
+    if past is None:
         return head
-    return head + (log_p.exp().clamp(min=le) - le) / (le - 1.0)
+    return head + torch.where(past, p - le, 0.0) / (le - 1.0)
 
 
 # The dense functions run on (N, C) blocks: each fresh (N, C) buffer costs a first-touch page fault per page on

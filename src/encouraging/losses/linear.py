@@ -53,20 +53,26 @@ class _Options(NamedTuple):
 
 
 def default_chunk_size(num_tokens: int, vocab: int, hidden: int) -> int:
-    """Tokens per chunk: the smallest power of two with ``chunk * V >= N * H``, at most ``N``.
+    """Tokens per chunk: the smallest power of two with ``chunk * V >= N * H``, at least 128, at most ``N``.
 
     So one chunk of logits has about as many elements as the hidden states, the memory the caller holds anyway.
     At N=8192, H=1024, V=128256: N*H/V = 65.4, so 128 tokens per chunk, 64 chunks; one float32 chunk of logits is
     128 * 128256 * 4 B = 66 MB and the loss's working set on it (logits, log-probabilities, their gradient: about
-    three such buffers) about 200 MB, against 4.2 GB for one buffer of the full logits. At V=32000 the chunk is
-    256 tokens (33 MB). A power of two keeps the matrix products on well-tiled shapes.
+    three such buffers) about 200 MB, against 4.2 GB for one buffer of the full logits. At V=32000: 262.1, so 512
+    tokens (66 MB). The floor of 128: every chunk re-reads and re-writes the whole (V, H) weight gradient in
+    ``addmm_``, 2 * chunk * V * H flops for 8 * V * H bytes of traffic, which is memory-bound below about a
+    hundred tokens (at H=64, V=32000 chunks of 4 tokens ran 8x slower than chunks of 64 on the CPU). A power of
+    two keeps the matrix products on well-tiled shapes.
     """
-    target = max(1, -(-num_tokens * hidden // vocab))
+    target = max(128, -(-num_tokens * hidden // vocab))
     return min(num_tokens, 1 << (target - 1).bit_length())
 
 
 def _triton_supported(logits: Tensor, opts: _Options) -> bool:
-    """Whether the Triton kernel implements these options (the log bonus without a start shift)."""
+    """Whether ``impl='auto'`` uses the Triton kernel: CUDA (never the CPU interpreter: triton is not even
+    imported there), float32 or half precision, and options the kernel implements (log bonus, no start shift)."""
+    if logits.device.type != "cuda" or logits.dtype == torch.float64:
+        return False
     if opts.bonus != "log" or opts.bonus_start != 0.0:
         return False
     from .triton import available
@@ -124,13 +130,20 @@ def _torch_loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor | 
     if token_grad is None:
         return loss, None
     scale = torch.where(valid, token_grad.to(x.dtype), 0.0).unsqueeze(1)
+    # The target column is c_y (1 - p_y) - p_y sum_{k != y} c_k, with the exact 1 - p_y: written as
+    # c_y - p_y sum_k c_k it cancels catastrophically when p_y -> 1 under the full bonus (c_y ~ -1 / (1 - p_y)).
+    one_minus = torch.exp(log1m) if log1m is not None else -torch.expm1(log_p_y)
+    p_y = torch.exp(log_p_y)
     if eps > 0.0:
         c = dense_bonus_grad(bonus, log_p, params).mul_(rho * v).sub_(w).mul_(share)
-        c.scatter_(1, index, c_y.unsqueeze(1))
-        c_sum = c.sum(1, keepdim=True)
-        grad = c.sub_(log_p.exp_().mul_(c_sum))
+        c.scatter_(1, index, 0.0)
+        c_other = c.sum(1)
+        grad = c.sub_(log_p.exp_().mul_((c_other + c_y).unsqueeze(1)))
+        target_grad = c_y * one_minus - p_y * c_other
     else:  # c = c_y e_y: the gradient is -c_y (p - e_y), EL's per-token multiplier times CE's gradient
-        grad = log_p.exp_().mul_(-c_y.unsqueeze(1)).scatter_add_(1, index, c_y.unsqueeze(1))
+        grad = log_p.exp_().mul_(-c_y.unsqueeze(1))
+        target_grad = c_y * one_minus
+    grad.scatter_(1, index, target_grad.unsqueeze(1))
     return loss, grad.mul_(scale).to(logits.dtype)
 
 
@@ -318,6 +331,9 @@ def linear_encouraging_loss(
     if bonus == "log" and log_end == 1.0 and bonus_scale != 0.0 and vocab < 2:
         raise ValueError(f"the full log bonus (log_end=1) needs at least 2 classes, got weight with V={vocab}")
     if impl == "triton":
+        if hidden.dtype == torch.float64:
+            raise TypeError("impl='triton' computes in float32: hidden must be float32, float16 or bfloat16, got "
+                            "float64 (use impl='torch')")
         if bonus != "log" or bonus_start != 0.0:
             raise ValueError(f"impl='triton' implements the log bonus without bonus_start; got bonus={bonus!r}, "
                              f"bonus_start={bonus_start} (use impl='torch' or 'auto')")

@@ -111,11 +111,13 @@ def _el_kernel(
     # ---- the target's bonus b(p_y) and beta_y = p_y b'(p_y), exact
     if FULL:
         log1m = m_o + tl.log(s_o) - lse
+        one_minus = tl.exp(log1m)
         head = log1m
         beta_head = -tl.exp(log_p_y - log1m)
         tangent = 0.0
         beta_tangent = 0.0
     else:
+        one_minus = 1.0 - p_y  # c_y is at most 1 / (1 - LE) here: no cancellation to amplify
         clamped = tl.minimum(p_y, log_end)
         head = tl.log(1.0 - clamped)
         beta_head = tl.where(p_y <= log_end, -p_y / (1.0 - clamped), 0.0)
@@ -128,7 +130,7 @@ def _el_kernel(
     gain = 1.0 - eps + eps / V  # q_y
     loss = -(1.0 - eps) * w_y * log_p_y + rho * gain * v_y * (head + tangent)
     c_y = gain * (-w_y + rho * v_y * (beta_head + beta_tangent))
-    c_sum = c_y
+    c_other = 0.0  # sum of c_k over k != y
 
     # ---- pass 2 (smoothing): the non-target classes' bonus and their share of sum_k c_k
     share = eps / V
@@ -143,12 +145,16 @@ def _el_kernel(
             w = tl.load(w_ptr + offs, mask=keep, other=0.0) if HAS_W else 1.0
             v = tl.load(v_ptr + offs, mask=keep, other=0.0) if HAS_V else 1.0
             dense += tl.sum(tl.where(keep, v * value, 0.0), 0)
-            c_sum += tl.sum(tl.where(keep, share * (-w + rho * v * beta), 0.0), 0)
+            c_other += tl.sum(tl.where(keep, share * (-w + rho * v * beta), 0.0), 0)
         loss += rho * share * dense
     tl.store(loss_ptr + row, loss)
 
-    # ---- pass 3: d L / d f_j = c_j - p_j sum_k c_k, times the row's upstream gradient
+    # ---- pass 3: d L / d f_j = c_j - p_j sum_k c_k, times the row's upstream gradient. The target's entry is
+    # c_y (1 - p_y) - p_y sum_{k != y} c_k with the exact 1 - p_y: c_y - p_y sum_k c_k would cancel
+    # catastrophically as p_y -> 1 under the full bonus, where c_y ~ -1 / (1 - p_y).
     if COMPUTE_GRAD:
+        c_sum = c_y + c_other
+        grad_y = c_y * one_minus - p_y * c_other
         if HAS_SCALE:
             scale = tl.load(scale_ptr + row)
         else:
@@ -161,10 +167,10 @@ def _el_kernel(
                 _, beta = _dense_bonus(p, log_end, cap, FULL)
                 w = tl.load(w_ptr + offs, mask=mask, other=0.0) if HAS_W else 1.0
                 v = tl.load(v_ptr + offs, mask=mask, other=0.0) if HAS_V else 1.0
-                c = tl.where(offs == y, c_y, share * (-w + rho * v * beta))
+                grad = share * (-w + rho * v * beta) - p * c_sum
             else:
-                c = tl.where(offs == y, c_y, 0.0)
-            grad = (c - p * c_sum) * scale
+                grad = -p * c_sum
+            grad = tl.where(offs == y, grad_y, grad) * scale
             tl.store(g_row + offs, grad.to(g_ptr.dtype.element_ty), mask=mask)
 
 

@@ -4,6 +4,8 @@
     encouraging compare CONFIG [--seeds N] [--losses ...]    every loss x seed of one recipe, then the table
     encouraging report [DB] --out DIR                        markdown + PNG report of a results database
     encouraging analyze RUN... --out DIR                     margins, energies, gradients, probes of trained runs
+    encouraging eval ood RUN... --ood DATASET[,...]          OOD detection (MSP, max logit, energy, ODIN, Mahalanobis)
+    encouraging eval attack RUN... --attack pgd --eps ...    robust accuracy vs epsilon (torchattacks)
     encouraging list {tasks,datasets,models,losses}          what the registries hold
 """
 
@@ -58,6 +60,31 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--html", action="store_true", help="also write analysis.html")
     analyze.add_argument("--quiet", action="store_true")
 
+    evaluate = sub.add_parser("eval", help="evaluate trained runs: OOD detection or adversarial attacks")
+    kinds = evaluate.add_subparsers(dest="kind", required=True)
+    ood = kinds.add_parser("ood", help="OOD detection: the run's test set against OOD test sets")
+    attack = kinds.add_parser("attack", help="robust accuracy vs epsilon under torchattacks attacks")
+    for p in (ood, attack):
+        p.add_argument("runs", nargs="+", help="run directories or checkpoint.pt files, or a results database "
+                       "(every finished run in it)")
+        p.add_argument("--recipe", default=None, help="with a database: only this recipe's runs")
+        p.add_argument("--db", default=None, help="store the rows here (default: the runs' own database)")
+        p.add_argument("--out", default=None, help="folder for the rows (JSON) and figures (default: eval-<kind>)")
+        p.add_argument("--limit", type=int, default=0, help="first N test images (default 0: all)")
+        p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+        p.add_argument("--data-root", default=None, help="data root (default: the run's, $ENCOURAGING_DATA)")
+        p.add_argument("--quiet", action="store_true")
+    ood.add_argument("--ood", required=True, help="OOD datasets: registry names or directories, comma-separated")
+    ood.add_argument("--detectors", default="msp,max_logit,energy,odin,mahalanobis", help="comma-separated")
+    ood.add_argument("--positive", choices=("in", "ood"), default="in",
+                     help="positive class of FPR@95TPR: in (the paper's, default) or ood (pytorch-ood/OpenOOD)")
+    attack.add_argument("--attack", default="pgd", help="fgsm, pgd, pgd_l2, cw, square, autoattack; comma-separated")
+    attack.add_argument("--eps", default="0,0.1,0.2,0.3", help="budgets in [0, 1] pixel units (cw: c)")
+    attack.add_argument("--norm", choices=("linf", "l2"), default="linf", help="threat model of square/autoattack")
+    attack.add_argument("--steps", type=int, default=0, help="attack steps (0: the paper's: PGD 40, CW 50, "
+                        "Square 5000 queries)")
+    attack.add_argument("--alpha", type=float, default=0.0, help="step size (0: PGD-Linf 2/255, PGD-L2 0.2)")
+
     report = sub.add_parser("report", help="write the markdown + PNG report of a results database")
     report.add_argument("db", nargs="?", default=f"{DEFAULT_OUT}/results.db")
     report.add_argument("--out", required=True, help="output folder")
@@ -103,9 +130,12 @@ def main(argv: list[str] | None = None) -> int:
         return _list(args.what)
     if args.command == "analyze":
         return _analyze(args)
+    if args.command == "eval":
+        return _eval(args)
     if args.command == "report":
         from . import analysis  # noqa: F401  (registers the analyses section)
         from .results import write_report
+        from .tasks import adversarial, ood  # noqa: F401  (register their report sections)
 
         path = write_report(args.db, args.out, html=args.html)
         print(f"report: {path}")
@@ -140,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         from . import analysis  # noqa: F401  (registers the analyses section)
         from .results import write_report
+        from .tasks import adversarial, ood  # noqa: F401  (register their report sections)
 
         print(f"report: {write_report(db, args.report)}")
     return 0
@@ -167,6 +198,37 @@ def _analyze(args: argparse.Namespace) -> int:
     path = analyze(runs, args.out, db=db, device=args.device, data_root=args.data_root, config=config,
                    html=args.html, quiet=args.quiet)
     print(f"analyses: {path}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .tasks.evaluation import eval_attacks, eval_ood
+
+    common = dict(limit=args.limit, recipe=args.recipe, db=args.db, out=args.out or f"eval-{args.kind}",
+                  device=args.device, data_root=args.data_root, quiet=args.quiet)
+    split = [s.strip() for s in (args.ood if args.kind == "ood" else args.attack).split(",") if s.strip()]
+    if args.kind == "ood":
+        rows = eval_ood(args.runs, split, detectors=[d.strip() for d in args.detectors.split(",") if d.strip()],
+                        positive=args.positive, **common)
+        columns = ("loss_label", "seed", "ood_dataset", "detector", "auroc", "fpr95", "aupr_in", "aupr_out", "ece")
+        print(f"positive class: {args.positive} ({'in-distribution' if args.positive == 'in' else 'OOD'}); "
+              "values in %")
+    else:
+        try:
+            eps = [float(e) for e in args.eps.split(",") if e.strip()]
+        except ValueError:
+            raise SystemExit(f"encouraging eval attack: --eps takes numbers like 0,0.1; got {args.eps!r}") from None
+        rows = eval_attacks(args.runs, split, eps, norm=args.norm, steps=args.steps, alpha=args.alpha, **common)
+        columns = ("loss_label", "seed", "attack", "norm", "eps", "robust_acc", "max_linf", "max_l2")
+        print("robust accuracy in %")
+    for row in rows:
+        print("  ".join(f"{row[c] * 100:6.2f}" if c in ("auroc", "fpr95", "aupr_in", "aupr_out", "ece",
+                                                         "robust_acc") else str(row[c]) for c in columns))
+    if args.kind == "attack":
+        for run_id in dict.fromkeys(r["run_id"] for r in rows):
+            first = next(r for r in rows if r["run_id"] == run_id)
+            print(f"gradient-masking signs, {first['loss_label']} seed {first['seed']}: {first['masking']}")
+    print(f"rows and figures: {args.out or f'eval-{args.kind}'}")
     return 0
 
 

@@ -82,6 +82,17 @@ class LossConfig:
 
 
 @dataclass
+class AdversarialConfig:
+    """Adversarial training (engine/adversarial.py): each training batch is replaced by attacked examples."""
+
+    attack: str = "none"  # none | fgsm | pgd (L-inf) | pgd_l2
+    eps: float = 0.3  # budget in [0, 1] pixel units (L-inf or L2 by the attack)
+    alpha: float = 0.1  # step size (pgd, pgd_l2); the paper's adversarial training uses 0.1 with 7 steps
+    steps: int = 7
+    random_start: bool = True
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 10
     seed: int = 0
@@ -90,6 +101,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model
     deterministic: bool = False  # deterministic algorithms (slower on GPU)
     threads: int = 0  # torch CPU threads (0 = torch's default)
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
 
 
 @dataclass
@@ -169,8 +181,14 @@ def set_value(cfg: Config, key: str, value: Any, raw: str | None = None) -> None
 
 
 def config_hash(cfg: Config) -> str:
-    """A short stable hash of everything that determines the result (seed and locations excluded)."""
+    """A short stable hash of everything that determines the result (seed and locations excluded).
+
+    ``train.adversarial`` enters only when it is on, so recipes without it keep the hashes they had before the
+    section existed (their finished runs stay finished).
+    """
     flat = {k: v for k, v in _flatten(to_dict(cfg)).items() if k not in UNHASHED}
+    if cfg.train.adversarial.attack == "none":
+        flat = {k: v for k, v in flat.items() if not k.startswith("train.adversarial.")}
     return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

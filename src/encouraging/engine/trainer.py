@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .adversarial import build_perturbation
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import Config, config_hash
 from .distributed import SINGLE, World, all_reduce_sum, barrier
@@ -61,6 +62,8 @@ class Trainer:
         self.optimizer = build_optimizer(self.module.parameters(), cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.epochs, len(train))
         self.params = [p for p in self.module.parameters() if p.requires_grad]
+        # train.adversarial: each batch is replaced by attacked examples of the current model (None: clean batches)
+        self.perturb = build_perturbation(cfg, self.module, train)
         self.history: list[dict[str, float]] = []
         self.start_epoch = 0
 
@@ -136,6 +139,8 @@ class Trainer:
         sums = torch.zeros(8, dtype=torch.float64, device=self.device)
         one = torch.ones((), device=self.device)
         for x, y in self.train_batches.epoch(epoch):
+            if self.perturb is not None:
+                x = self.perturb(x, y)
             with autocast(self.device, self.amp):
                 logits = self.model(x)
             logits = logits.float()

@@ -147,3 +147,17 @@ def test_eval_ood_cli_stores_rows_and_the_report_has_the_section(trained_runs, d
     assert (tmp_path / "ood" / "ood_hist_fashion_mnist.png").is_file()
     report = write_report(store, tmp_path / "report").read_text()
     assert "### OOD detection" in report and "max_logit" in report
+
+
+def test_a_plain_image_folder_is_an_ood_set(trained_runs, data_root, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "textures" / "any"
+    folder.mkdir(parents=True)
+    for i in range(5):
+        Image.new("RGB", (40, 36), (10 * i, 200, 30)).save(folder / f"{i}.png")
+    run = load_run(trained_runs["CE"], device="cpu")
+    x, _ = next(ood_batches(run, str(tmp_path / "textures"), limit=4).epoch(0))
+    assert x.shape == (4, 1, 28, 28)  # the run's channels and size
+    grey = round(0.299 * 0 + 0.587 * 200 + 0.114 * 30) / 255  # PIL's "L" conversion of the first image
+    assert torch.allclose(x[0], torch.full((1, 28, 28), (grey - 0.1307) / 0.3081), atol=1e-2)

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..data import FolderData, load_image_dataset
+from ..data import FolderData, find_array, load_image_dataset
 from ..engine.batches import LoaderBatches, TensorBatches
 from ..models import features
 from ..results import Doc, Group, ResultsStore, register_section
@@ -198,23 +198,28 @@ def _match_channels(x: Tensor, channels: int) -> Tensor:
 
 
 def ood_batches(run: LoadedRun, name: str, *, data_root: str | None = None, limit: int = 0) -> Any:
-    """The test split of ``name`` (registry name or directory) as batches preprocessed like ``run``'s test set.
+    """The test split of ``name`` as batches preprocessed like ``run``'s test set.
 
-    ``limit`` keeps the first ``limit`` images (0: all). Image folders are read through a DataLoader with a
-    Resize + CenterCrop to the run's size, its channel count and its normalization.
+    ``name``: a registry name, an array folder, an ImageFolder tree with ``train/`` and ``val/`` (its ``val``), or a
+    plain folder of OOD images ``<dir>/<class>/*``. ``limit`` keeps the first ``limit`` images (0: all). Image
+    folders are read through a DataLoader with Resize + CenterCrop to the run's size, its channel count and its
+    normalization.
     """
     channels, side = _geometry(run)
     mean, std = run.notes.get("mean"), run.notes.get("std")
     test = run.data.test
-    data = load_image_dataset(name, root=data_root, image_size=side)
-    if isinstance(data, FolderData):
+    path = Path(name).expanduser()
+    plain_folder = (path.is_dir() and not (path / "train").is_dir() and find_array(path / "x_test") is None)
+    data = None if plain_folder else load_image_dataset(name, root=data_root, image_size=side)
+    if data is None or isinstance(data, FolderData):
+        import torchvision.datasets as tvd
         from torchvision import transforms as T
 
         steps = [T.Resize(side), T.CenterCrop(side)] + ([T.Grayscale(channels)] if channels == 1 else [])
         steps.append(T.ToTensor())
         if mean is not None:
             steps.append(T.Normalize(mean, std))
-        dataset = data.test
+        dataset = tvd.ImageFolder(str(path)) if data is None else data.test
         dataset.transform = T.Compose(steps)
         if limit:
             dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))

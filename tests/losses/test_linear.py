@@ -139,14 +139,18 @@ def test_batched_hidden_and_module():
     assert_close(out, functional)
 
 
-def test_full_bonus_extreme_logits():
-    # p_y within 1e-7 of 1: the exact full bonus keeps its slope (gradient on f_y exactly -1 per token), which a
-    # 1 - p floor would zero; the chunked path must reproduce the materialized one there.
-    hidden = torch.tensor([[30.0, 0.0], [-5.0, 2.0]], dtype=torch.float64, requires_grad=True)
+@pytest.mark.parametrize("top", [30.0, 1e4])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_full_bonus_extreme_logits(top, label_smoothing):
+    # p_y within 1e-13 of 1 (or 1 - p_y = e^-10000): the exact full bonus keeps its slope (gradient on f_y exactly
+    # -1 per token), which a 1 - p floor would zero, and its beta = -p / (1 - p) overflows; the chunked path must
+    # stay finite and reproduce the materialized one.
+    hidden = torch.tensor([[top, 0.0], [-5.0, 2.0]], dtype=torch.float64, requires_grad=True)
     weight = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.5]], dtype=torch.float64, requires_grad=True)
     target = torch.tensor([0, 1])
-    out = linear_encouraging_loss(hidden, weight, target, log_end=1.0, reduction="sum", chunk_size=1)
-    ref = _reference(hidden, weight, None, target, dict(log_end=1.0), "sum")
+    opts = dict(log_end=1.0, label_smoothing=label_smoothing)
+    out = linear_encouraging_loss(hidden, weight, target, reduction="sum", chunk_size=1, **opts)
+    ref = _reference(hidden, weight, None, target, opts, "sum")
     assert_close(out, ref)
     for g, r in zip(torch.autograd.grad(out, (hidden, weight)), torch.autograd.grad(ref, (hidden, weight)),
                     strict=True):

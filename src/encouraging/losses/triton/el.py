@@ -108,28 +108,35 @@ def _el_kernel(
     else:
         v_y = 1.0
 
-    # ---- the target's bonus b(p_y) and beta_y = p_y b'(p_y), exact
+    # ---- the target's bonus b(p_y) and beta_y = p_y b'(p_y), exact. The full bonus A log(1 - p_y), A = rho q_y
+    # v_y, stays out of c_y (beta_y = -p_y / (1 - p_y) overflows as p_y -> 1): its gradient is A (p_other - p),
+    # p_other the softmax over the classes k != y, bounded for any logits.
+    gain = 1.0 - eps + eps / V  # q_y
     if FULL:
-        log1m = m_o + tl.log(s_o) - lse
-        one_minus = tl.exp(log1m)
-        head = log1m
-        beta_head = -tl.exp(log_p_y - log1m)
+        lse_o = m_o + tl.log(s_o)
+        head = lse_o - lse
+        one_minus = tl.exp(head)
+        full_coef = rho * gain * v_y
+        if HAS_FLOOR:  # the paper's clamp log(max(1 - p, floor)): constant, so no gradient, below the floor
+            full_coef = tl.where(head < log_floor, 0.0, full_coef)
+            head = tl.maximum(head, log_floor)
         tangent = 0.0
-        beta_tangent = 0.0
+        beta_y = 0.0
     else:
+        lse_o = 0.0
+        full_coef = 0.0
         one_minus = 1.0 - p_y  # c_y is at most 1 / (1 - LE) here: no cancellation to amplify
         clamped = tl.minimum(p_y, log_end)
         head = tl.log(1.0 - clamped)
         beta_head = tl.where(p_y <= log_end, -p_y / (1.0 - clamped), 0.0)
+        if HAS_FLOOR:
+            beta_head = tl.where(head < log_floor, 0.0, beta_head)
+            head = tl.maximum(head, log_floor)
         past = p_y > log_end
         tangent = tl.where(past, (p_y - log_end) / (log_end - 1.0), 0.0)
-        beta_tangent = tl.where(past, p_y / (log_end - 1.0), 0.0)
-    if HAS_FLOOR:  # the paper's clamp log(max(1 - p, floor)): constant, so no gradient, below the floor
-        beta_head = tl.where(head < log_floor, 0.0, beta_head)
-        head = tl.maximum(head, log_floor)
-    gain = 1.0 - eps + eps / V  # q_y
+        beta_y = beta_head + tl.where(past, p_y / (log_end - 1.0), 0.0)
     loss = -(1.0 - eps) * w_y * log_p_y + rho * gain * v_y * (head + tangent)
-    c_y = gain * (-w_y + rho * v_y * (beta_head + beta_tangent))
+    c_y = gain * (-w_y + rho * v_y * beta_y)
     c_other = 0.0  # sum of c_k over k != y
 
     # ---- pass 2 (smoothing): the non-target classes' bonus and their share of sum_k c_k
@@ -153,8 +160,8 @@ def _el_kernel(
     # c_y (1 - p_y) - p_y sum_{k != y} c_k with the exact 1 - p_y: c_y - p_y sum_k c_k would cancel
     # catastrophically as p_y -> 1 under the full bonus, where c_y ~ -1 / (1 - p_y).
     if COMPUTE_GRAD:
-        c_sum = c_y + c_other
-        grad_y = c_y * one_minus - p_y * c_other
+        c_sum = c_y + c_other + full_coef
+        grad_y = c_y * one_minus - p_y * (c_other + full_coef)
         if HAS_SCALE:
             scale = tl.load(scale_ptr + row)
         else:
@@ -162,7 +169,8 @@ def _el_kernel(
         for start in range(0, V, BLOCK):
             offs = start + tl.arange(0, BLOCK)
             mask = offs < V
-            p = tl.exp(tl.load(x_row + offs, mask=mask, other=0.0).to(tl.float32) - lse)
+            f = tl.load(x_row + offs, mask=mask, other=0.0).to(tl.float32)
+            p = tl.exp(f - lse)
             if SMOOTH:
                 _, beta = _dense_bonus(p, log_end, cap, FULL)
                 w = tl.load(w_ptr + offs, mask=mask, other=0.0) if HAS_W else 1.0
@@ -170,6 +178,8 @@ def _el_kernel(
                 grad = share * (-w + rho * v * beta) - p * c_sum
             else:
                 grad = -p * c_sum
+            if FULL:
+                grad += full_coef * tl.exp(f - lse_o)
             grad = tl.where(offs == y, grad_y, grad) * scale
             tl.store(g_row + offs, grad.to(g_ptr.dtype.element_ty), mask=mask)
 

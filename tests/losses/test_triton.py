@@ -1,0 +1,174 @@
+"""The Triton EL kernel against the PyTorch loss: value and logits gradient across shapes (odd sizes, several
+blocks per row), ignore_index, label smoothing, class and bonus weights, log_end (0, 0.3, 0.75, 1), the floor,
+per-row gradient scales, extreme logits and dtypes; in-place only when asked; and the chunked linear path with
+``impl='triton'`` against ``impl='torch'``.
+
+Without a GPU the kernel runs in Triton's interpreter on CPU tensors: ``TRITON_INTERPRET=1`` must be set before
+the kernel is decorated, so this module sets it first and re-imports the kernel module if something imported it
+before. With a CUDA device (and the variable unset) the same tests run the compiled kernel on the GPU.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import pytest
+import torch
+
+DEVICE = "cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1" else "cpu"
+if DEVICE == "cpu":
+    os.environ["TRITON_INTERPRET"] = "1"
+pytest.importorskip("triton")
+if DEVICE == "cpu" and "encouraging.losses.triton.el" in sys.modules:  # decorated without the interpreter
+    importlib.reload(sys.modules["encouraging.losses.triton.el"])
+
+from encouraging import encouraging_loss, linear_encouraging_loss  # noqa: E402
+from encouraging.losses.triton import available, el_loss_and_grad  # noqa: E402
+
+from .helpers import assert_close  # noqa: E402
+
+# (N, V, block): several blocks per row with a ragged last one, a single partial block, one class pair.
+SHAPES = [(7, 37, 16), (5, 300, 64), (3, 1000, 128), (4, 2, 16)]
+OPTIONS = {
+    "plain": {},
+    "le0": dict(log_end=0.0),
+    "le0.3": dict(log_end=0.3, bonus_scale=2.0),
+    "le1": dict(log_end=1.0),
+    "smooth": dict(label_smoothing=0.2),
+    "smooth-le1": dict(label_smoothing=0.1, log_end=1.0),
+    "smooth-le0": dict(label_smoothing=0.1, log_end=0.0),
+    "weights": dict(weight=True, bonus_weight=True),
+    "weights-smooth": dict(weight=True, bonus_weight=True, label_smoothing=0.1),
+    "floor": dict(log_end=1.0, bonus_floor=1e-2),
+    "floor-le0.75": dict(bonus_floor=0.3),
+    "ce": dict(bonus_scale=0.0, label_smoothing=0.1),
+}
+
+
+def _reference(logits, target, opts, scale, dtype=torch.float64):
+    """``encouraging_loss(reduction='none')`` and the gradient of ``sum_i scale_i L_i``, computed in ``dtype``."""
+    x = logits.detach().to(dtype).requires_grad_()
+    kwargs = {k: (v.to(dtype) if isinstance(v, torch.Tensor) else v) for k, v in opts.items() if k != "weight"}
+    weight = opts["weight"].to(dtype) if "weight" in opts else None
+    loss = encouraging_loss(x, target, weight, reduction="none", **kwargs)
+    (grad,) = torch.autograd.grad((loss * scale.to(dtype)).sum(), x)
+    return loss, grad
+
+
+def _assert_like_torch(loss, grad, logits, target, opts, scale):
+    """Judged against float64 truth next to the PyTorch loss's own float32 error (as CCE's tests do): the dense
+    bonus -p / (1 - p) of a likely non-target class, or logits of 1e4 (float32 spacing 1e-3), lose digits in any
+    float32 computation."""
+    truth, truth_grad = _reference(logits, target, opts, scale)
+    ref, ref_grad = _reference(logits, target, opts, scale, torch.float32)
+    for name, out, r, t in (("loss", loss, ref, truth), ("grad", grad, ref_grad, truth_grad)):
+        err, err_ref = (out.double() - t).abs().max().item(), (r.double() - t).abs().max().item()
+        assert err <= 2 * err_ref + 2e-6 * max(1.0, t.abs().max().item()), f"{name}: {err} vs torch {err_ref}"
+
+
+def _options(opts, v):
+    opts = dict(opts)
+    for key in ("weight", "bonus_weight"):
+        if opts.get(key) is True:
+            opts[key] = torch.rand(v, dtype=torch.float64, device=DEVICE).add(0.5)
+    return opts
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_kernel_parity(shape, name):
+    n, v, block = shape
+    logits = torch.randn(n, v, device=DEVICE) * 3
+    target = torch.randint(v, (n,), device=DEVICE)
+    target[0] = -100
+    scale = torch.rand(n, device=DEVICE) + 0.5
+    opts = _options(OPTIONS[name], v)
+    loss, grad = el_loss_and_grad(logits, target, grad_scale=scale, block_size=block, **opts)
+    _assert_like_torch(loss, grad, logits, target, opts, scale)
+    assert torch.equal(grad[0], torch.zeros_like(grad[0]))  # the ignored row
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", ["plain", "smooth-le1"])
+def test_kernel_half_precision(dtype, name):
+    # float32 inside: the loss is as exact as float32; the gradient is rounded once to the logits' dtype.
+    logits = (torch.randn(6, 300, device=DEVICE) * 3).to(dtype)
+    target = torch.randint(300, (6,), device=DEVICE)
+    scale = torch.ones(6, device=DEVICE)
+    loss, grad = el_loss_and_grad(logits, target, block_size=64, **OPTIONS[name])
+    ref, ref_grad = _reference(logits, target, OPTIONS[name], scale)
+    assert grad.dtype == dtype
+    assert_close(loss, ref, torch.float32, rtol=1e-5, atol=1e-5)
+    ulp = 2**-8 if dtype == torch.bfloat16 else 2**-11
+    assert_close(grad, ref_grad, rtol=ulp, atol=ulp * ref_grad.abs().max().item())
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_kernel_extreme_logits_full_bonus(label_smoothing):
+    # 1 - p_y = e^-1e4 underflows: the full bonus's slope -p / (1 - p) would overflow; value and gradient must
+    # stay finite and match the exact float64 loss (whose target gradient is exactly -1 + smoothing terms).
+    logits = torch.full((3, 40), -1e4, device=DEVICE)
+    logits[0, 5] = 1e4
+    logits[1] = torch.randn(40, device=DEVICE)
+    logits[2, 7] = 1e4
+    target = torch.tensor([5, 3, 9], device=DEVICE)
+    opts = dict(log_end=1.0, label_smoothing=label_smoothing)
+    loss, grad = el_loss_and_grad(logits, target, block_size=16, **opts)
+    assert torch.isfinite(loss).all() and torch.isfinite(grad).all()
+    _assert_like_torch(loss, grad, logits, target, opts, torch.ones(3, device=DEVICE))
+
+
+def test_inplace_only_when_asked():
+    logits = torch.randn(4, 50, device=DEVICE)
+    target = torch.randint(50, (4,), device=DEVICE)
+    before = logits.clone()
+    loss, grad = el_loss_and_grad(logits, target, label_smoothing=0.1, block_size=16)
+    assert torch.equal(logits, before) and grad.data_ptr() != logits.data_ptr()
+    loss_only, none = el_loss_and_grad(logits, target, label_smoothing=0.1, compute_grad=False, block_size=16)
+    assert none is None and torch.equal(loss_only, loss) and torch.equal(logits, before)
+    loss2, grad2 = el_loss_and_grad(logits, target, label_smoothing=0.1, inplace=True, block_size=16)
+    assert grad2.data_ptr() == logits.data_ptr()
+    assert_close(grad2, grad, rtol=0, atol=0)
+    assert_close(loss2, loss, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (dict(logits=torch.randn(3, 5, dtype=torch.float64)), TypeError, "float32, float16 or bfloat16"),
+        (dict(logits=torch.randn(5, 3).t()), ValueError, "contiguous rows"),
+        (dict(target=torch.zeros(2, dtype=torch.long)), ValueError, r"target must be a \(3,\) tensor"),
+        (dict(weight=torch.rand(4)), ValueError, "weight must be a 1-D tensor of length C=5"),
+        (dict(log_end=2.0), ValueError, "log_end must be in"),
+        (dict(grad_scale=torch.ones(2)), ValueError, r"grad_scale must have shape \(3,\)"),
+    ],
+)
+def test_kernel_errors(kwargs, error, match):
+    args = dict(logits=torch.randn(3, 5), target=torch.zeros(3, dtype=torch.long))
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        el_loss_and_grad(args.pop("logits").to(DEVICE), args.pop("target").to(DEVICE), **args)
+
+
+@pytest.mark.parametrize("opts", [dict(label_smoothing=0.1), dict(log_end=1.0, class_weight=True)],
+                         ids=["smooth", "le1-weights"])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_linear_triton_matches_torch(opts, reduction):
+    assert available(DEVICE)
+    opts = dict(opts)
+    if opts.pop("class_weight", False):
+        opts["class_weight"] = torch.rand(301, device=DEVICE) + 0.5
+    hidden = torch.randn(45, 16, device=DEVICE, requires_grad=True)
+    weight = torch.randn(301, 16, device=DEVICE, requires_grad=True)
+    bias = torch.randn(301, device=DEVICE, requires_grad=True)
+    target = torch.randint(301, (45,), device=DEVICE)
+    target[::7] = -100
+    results = []
+    for impl in ("triton", "torch"):
+        out = linear_encouraging_loss(hidden, weight, target, bias, reduction=reduction, chunk_size=16, impl=impl,
+                                      **opts)
+        results.append((out, *torch.autograd.grad(out.sum(), (hidden, weight, bias))))
+    for a, b in zip(*results, strict=True):
+        assert_close(a, b, torch.float32, rtol=1e-4, atol=1e-5)

@@ -239,8 +239,8 @@ def test_registry_lookup_and_errors():
     assert get_dataset_info("cifar-10") is get_dataset_info("cifar10")
     info = get_dataset_info("cifar100")
     assert info.num_classes == 100 and len(info.classes) == 100 and info.input_shape == (3, 32, 32)
-    with pytest.raises(ValueError, match=r"dataset must be one of \[.*'mnist'.*\], got 'svhn'"):
-        get_dataset_info("svhn")
+    with pytest.raises(ValueError, match=r"dataset must be one of \[.*'mnist'.*\], got 'stl10'"):
+        get_dataset_info("stl10")
     with pytest.raises(ValueError, match=r"one of \[.*'cifar10'.*\] or an existing directory, got 'no/such/dir'"):
         load_image_dataset("no/such/dir")
     with pytest.raises(ValueError, match="test_set must be one of"):

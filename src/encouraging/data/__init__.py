@@ -9,6 +9,7 @@ Depends on torch and numpy (torchvision only for its own layout, downloads and I
 (torch.Size([50000, 3, 32, 32]), 'CIFAR-10 test (JPEG q75, 10000 images; not the official test pixels)')
 """
 
+from . import svhn as _svhn  # noqa: F401  (registers SVHN)
 from .arrays import array_cache_dir, cached_path, find_array, load_array
 from .augment import augment_batch, normalize, random_crop, random_flip
 from .image import (

@@ -4,11 +4,11 @@ What is measured, per shape (N tokens, V classes, H features) and op: one forwar
 ``op(hidden (N, H), weight (V, H), target (N,))`` with ``reduction='mean'``, both ``hidden`` and ``weight``
 requiring grad (float32 on CPU; bf16 on CUDA by default, ``--dtype``).
 
-* ``median_ms`` (``p20_ms``, ``p80_ms``): wall time over the timed calls. Every (shape, op) runs in a fresh
-  process: a warm-up call on a small shape (lazy initialization, kernel compilation), then one call that measures the
-  peak memory and is timed too (on the CPU each large buffer is a fresh mmap, so later calls pay the same page
-  faults), then ``reps - 1`` more timed calls. The ops take turns, ``--rounds`` times, so that a change in the
-  machine's load hits all of them alike.
+* ``median_ms`` (``p20_ms``, ``p80_ms``): wall time over the timed calls. On the CPU every (shape, op) runs in a
+  fresh process (on CUDA every shape): a warm-up call on a small shape (lazy initialization, kernel
+  compilation), then one call that measures the peak memory and is timed too (on the CPU each large buffer is a
+  fresh mmap, so later calls pay the same page faults), then ``reps - 1`` more timed calls.
+  The ops take turns, ``--rounds`` times, so that a change in the machine's load hits all of them alike.
 * ``peak_MB``: memory the call holds at its peak beyond its inputs, the gradients of hidden and weight included.
   CPU: the rise of ``ru_maxrss`` (glibc serves large tensors with mmap and unmaps them on free, so RSS follows
   the allocations). CUDA: ``max_memory_allocated`` minus the memory allocated before the call.
@@ -146,13 +146,13 @@ def get_provider(name: str):
 # ------------------------------------------------------------------------------------------------- child
 
 
-def measure(op: str, n: int, v: int, h: int, device: str, dtype: str, threads: int | None, reps: int) -> dict:
-    """Peak memory of one forward+backward beyond the inputs, and the wall times of ``reps`` calls."""
+def measure(ops: list[str], n: int, v: int, h: int, device: str, dtype: str, threads: int | None,
+            reps: int) -> dict:
+    """Per op: peak memory of one forward+backward beyond the inputs, and the wall times of ``reps`` calls."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    fn = get_provider(op)
     dt = getattr(torch, dtype)
     gen = torch.Generator(device).manual_seed(0)
 
@@ -162,37 +162,45 @@ def measure(op: str, n: int, v: int, h: int, device: str, dtype: str, threads: i
         return hidden, weight, torch.randint(v, (rows,), device=device, generator=gen)
 
     sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
-    try:
-        # Warm up on small shapes: ru_maxrss is a high-water mark, so the warm-up must stay far below the call.
-        fn(*inputs(64, 512, 64)).backward()
-        if device == "cpu":
-            loss_bench._limit_address_space()
-        hidden, weight, target = inputs(n, v, h)
+    out = {}
+    for op in ops:
+        fn = get_provider(op)
+        try:
+            # Warm up on small shapes: ru_maxrss is a high-water mark, so the warm-up must stay far below the call.
+            fn(*inputs(64, 512, 64)).backward()
+            if device == "cpu":
+                loss_bench._limit_address_space()
+            hidden, weight, target = inputs(n, v, h)
+            gc.collect()
+            times = []
+            for i in range(reps):
+                hidden.grad = weight.grad = None
+                sync()
+                if i == 0:
+                    if device == "cpu":
+                        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+                    else:
+                        base = torch.cuda.memory_allocated()
+                        torch.cuda.reset_peak_memory_stats()
+                start = time.perf_counter()
+                fn(hidden, weight, target).backward()
+                sync()
+                times.append((time.perf_counter() - start) * 1e3)
+                if i == 0:
+                    if device == "cpu":
+                        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+                    else:
+                        peak = torch.cuda.max_memory_allocated() - base
+            out[op] = {"status": "ok", "peak_MB": peak / MIB, "times": times}
+        except Exception as err:
+            if not loss_bench._is_oom(err):
+                raise
+            out[op] = {"status": "OOM/skipped"}
+        hidden = weight = target = None
         gc.collect()
-        times = []
-        for i in range(reps):
-            hidden.grad = weight.grad = None
-            sync()
-            if i == 0:
-                if device == "cpu":
-                    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-                else:
-                    base = torch.cuda.memory_allocated()
-                    torch.cuda.reset_peak_memory_stats()
-            start = time.perf_counter()
-            fn(hidden, weight, target).backward()
-            sync()
-            times.append((time.perf_counter() - start) * 1e3)
-            if i == 0:
-                if device == "cpu":
-                    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
-                else:
-                    peak = torch.cuda.max_memory_allocated() - base
-    except Exception as err:
-        if not loss_bench._is_oom(err):
-            raise
-        return {"status": "OOM/skipped"}
-    return {"status": "ok", "peak_MB": peak / MIB, "times": times}
+        if device != "cpu":
+            torch.cuda.empty_cache()
+    return out
 
 
 def _child(task: dict) -> dict:
@@ -200,7 +208,7 @@ def _child(task: dict) -> dict:
                           text=True)
     if proc.returncode != 0:
         if proc.returncode == -9:  # the OOM killer, despite the address-space cap
-            return {"status": "OOM/skipped"}
+            return {op: {"status": "OOM/skipped"} for op in task["ops"]}
         raise RuntimeError(f"benchmark child {task} failed with exit status {proc.returncode}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -274,10 +282,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for n, v, h in args.shapes:
         reps = args.reps or reps_for(n, v, h, kind)
         results: dict[str, list[dict]] = {op: [] for op in ops}
+        # CPU: a process per op (a clean ru_maxrss); CUDA: one per round (the allocator's statistics are exact).
+        groups = [[op] for op in ops] if kind == "cpu" else [ops]
         for _ in range(args.rounds):
-            for op in ops:
-                results[op].append(_child(dict(op=op, n=n, v=v, h=h, device=args.device, dtype=dtype,
-                                               threads=args.threads, reps=reps)))
+            for group in groups:
+                for op, result in _child(dict(ops=group, n=n, v=v, h=h, device=args.device, dtype=dtype,
+                                              threads=args.threads, reps=reps)).items():
+                    results[op].append(result)
         base = None
         for op in ops:
             ok = [r for r in results[op] if r["status"] == "ok"]

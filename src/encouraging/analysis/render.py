@@ -145,7 +145,8 @@ def _plot_margins(groups, styles, first_seed, split, path: Path) -> str | None:
         hist = [r for r in seeds[first_seed[label]].get("margins", []) if r["split"] == split and r["type"] == "hist"]
         if not hist:
             continue
-        total = sum(r["count"] for r in hist)
+        total = next(r["n"] for r in seeds[first_seed[label]]["margins"]
+                     if r["split"] == split and r["type"] == "summary")
         edges = [hist[0]["lo"]] + [r["hi"] for r in hist]
         density = [r["count"] / (total * (r["hi"] - r["lo"])) if r["hi"] > r["lo"] else 0.0 for r in hist]
         color, style = styles[label]
@@ -162,7 +163,7 @@ def _plot_margins(groups, styles, first_seed, split, path: Path) -> str | None:
     ax.legend(fontsize=8)
     fig.savefig(path)
     return (f"Margins on the {split} set: histogram density of f_y - max_(k != y) f_k for one seed per loss "
-            "(left of 0: misclassified). The paper (CIFAR-10) sees CE's mass at 0 and EL's bell centred near 40-50.")
+            "over the central 99% of its margins (left of 0: misclassified; the tables give the full range). The paper (CIFAR-10) sees CE's mass at 0 and EL's bell centred near 40-50.")
 
 
 def _mean_energy(seeds: dict, split: str) -> dict[tuple[int, int], float]:

@@ -207,18 +207,20 @@ def _eval(args: argparse.Namespace) -> int:
     common = dict(limit=args.limit, recipe=args.recipe, db=args.db, out=args.out or f"eval-{args.kind}",
                   device=args.device, data_root=args.data_root, quiet=args.quiet)
     split = [s.strip() for s in (args.ood if args.kind == "ood" else args.attack).split(",") if s.strip()]
+    try:
+        if args.kind == "ood":
+            rows = eval_ood(args.runs, split, detectors=[d.strip() for d in args.detectors.split(",") if d.strip()],
+                            positive=args.positive, **common)
+        else:
+            rows = eval_attacks(args.runs, split, _floats(args.eps, "--eps"), norm=args.norm, steps=args.steps,
+                                alpha=args.alpha, **common)
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"encouraging eval {args.kind}: {err}") from None
     if args.kind == "ood":
-        rows = eval_ood(args.runs, split, detectors=[d.strip() for d in args.detectors.split(",") if d.strip()],
-                        positive=args.positive, **common)
         columns = ("loss_label", "seed", "ood_dataset", "detector", "auroc", "fpr95", "aupr_in", "aupr_out", "ece")
         print(f"positive class: {args.positive} ({'in-distribution' if args.positive == 'in' else 'OOD'}); "
               "values in %")
     else:
-        try:
-            eps = [float(e) for e in args.eps.split(",") if e.strip()]
-        except ValueError:
-            raise SystemExit(f"encouraging eval attack: --eps takes numbers like 0,0.1; got {args.eps!r}") from None
-        rows = eval_attacks(args.runs, split, eps, norm=args.norm, steps=args.steps, alpha=args.alpha, **common)
         columns = ("loss_label", "seed", "attack", "norm", "eps", "robust_acc", "max_linf", "max_l2")
         print("robust accuracy in %")
     for row in rows:
@@ -230,6 +232,13 @@ def _eval(args: argparse.Namespace) -> int:
             print(f"gradient-masking signs, {first['loss_label']} seed {first['seed']}: {first['masking']}")
     print(f"rows and figures: {args.out or f'eval-{args.kind}'}")
     return 0
+
+
+def _floats(text: str, flag: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} takes comma-separated numbers, e.g. 0,0.1,0.3; got {text!r}") from None
 
 
 def _list(what: str) -> int:

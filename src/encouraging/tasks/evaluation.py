@@ -14,10 +14,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from ..engine.adversarial import default_spec
 from ..results import ResultsStore
 from .adversarial import evaluate_attacks, masking_signs, plot_robustness, save_attacks
 from .loading import LoadedRun, load_run
-from .ood import evaluate_ood, plot_histograms, save_ood
+from .ood import DETECTORS, evaluate_ood, plot_histograms, save_ood
+from .ood_metrics import POSITIVES
 from .runner import hardware, run_record
 
 
@@ -87,6 +89,10 @@ def eval_ood(items: Iterable[str], ood: list[str], *, detectors: list[str] | Non
              device: str = "auto", data_root: str | None = None, quiet: bool = False) -> list[dict[str, Any]]:
     """``encouraging eval ood``: rows of :func:`~encouraging.tasks.ood.evaluate_ood` for each run, stored, plus
     ``<out>/ood_rows.json`` and one score-histogram figure per OOD set. Returns the metric rows."""
+    unknown = sorted(set(detectors or ()) - set(DETECTORS))
+    if unknown or positive not in POSITIVES or not ood:
+        raise ValueError(f"detectors must be among {sorted(DETECTORS)} (got unknown {unknown}), positive one of "
+                         f"{POSITIVES} (got {positive!r}), and at least one OOD set (got {ood})")
     runs, named_db = resolve_runs(items, recipe)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
@@ -116,6 +122,11 @@ def eval_attacks(items: Iterable[str], attacks: list[str], eps: list[float], *, 
     """``encouraging eval attack``: rows of :func:`~encouraging.tasks.adversarial.evaluate_attacks` for each run,
     stored, plus ``<out>/attack_rows.json`` and a robust-accuracy-vs-ε figure per norm. Returns the rows, each with
     the run's gradient-masking signs under ``masking``."""
+    if not attacks or not eps:
+        raise ValueError(f"give at least one attack and one eps, got attacks={attacks}, eps={eps}")
+    for name in attacks:  # check every setting before loading any run
+        for e in eps:
+            default_spec(name, e, norm=norm, steps=steps, alpha=alpha)
     runs, named_db = resolve_runs(items, recipe)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)

@@ -106,6 +106,14 @@ def test_chunk_boundaries(chunk_size):
     _check_parity(37, 23, 6, torch.float64, OPTIONS["smooth"], "none", chunk_size)
 
 
+def test_backward_twice_refused():
+    hidden, weight, b, target = _inputs(10, 7, 3, torch.float64)
+    out = linear_encouraging_loss(hidden, weight, target, b)
+    out.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backward through it twice"):
+        out.backward()
+
+
 def test_no_bias_and_frozen_weight():
     hidden, weight, _, target = _inputs(20, 15, 4, torch.float64, bias=False)
     weight.requires_grad_(False)
@@ -285,6 +293,8 @@ def test_memory_never_holds_full_logits():
     full = n * v * 4
     chunked = _probe("chunked", n, v, h)
     materialized = _probe("materialized", n, v, h)
+    if materialized < full:  # seen on a container whose ru_maxrss did not follow the allocations
+        pytest.skip(f"ru_maxrss does not track allocations here (control: {materialized / 2**20:.0f} MiB)")
     assert materialized > 1.5 * full, f"control: materialized peak {materialized / 2**20:.0f} MiB"
     assert chunked < 0.25 * full, (f"chunked peak {chunked / 2**20:.0f} MiB, one (N, V) buffer is "
                                    f"{full / 2**20:.0f} MiB")

@@ -238,7 +238,10 @@ class _LinearEncouragingLoss(torch.autograd.Function):
             *opts)
         ctx.precompute, ctx.needs, ctx.opts, ctx.has_bias = precompute, needs, opts, bias is not None
         if precompute:
-            ctx.save_for_backward(d_hidden, d_weight, d_bias)
+            # Kept as attributes, not saved tensors: backward scales them in place and hands them over as the only
+            # reference, so autograd accumulates them into .grad without a copy (a saved tensor stays referenced
+            # by the graph until backward ends, and a scaled copy of d weight would double the peak).
+            ctx.grads = [d_hidden, d_weight, d_bias]
         else:
             ctx.save_for_backward(hidden, weight, bias, target, class_weight, bonus_weight)
         if token_grad is not None:
@@ -248,8 +251,12 @@ class _LinearEncouragingLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         if ctx.precompute:
-            grads = [g * grad_out.to(g.dtype) if need else None
-                     for g, need in zip(ctx.saved_tensors, ctx.needs, strict=True)]
+            if ctx.grads is None:
+                raise RuntimeError("linear_encouraging_loss with reduction 'mean' or 'sum' computes its gradients in "
+                                   "forward and hands them over once: backward through it twice (retain_graph) is "
+                                   "not supported; use reduction='none' and reduce outside")
+            grads, ctx.grads = ctx.grads, None
+            grads = [g.mul_(grad_out.to(g.dtype)) if need else None for g, need in zip(grads, ctx.needs, strict=True)]
         else:
             hidden, weight, bias, target, class_weight, bonus_weight = ctx.saved_tensors
             out = _linear_el_chunks(hidden, weight, bias, target, class_weight, bonus_weight,

@@ -68,6 +68,13 @@ def test_default_spec_holds_the_papers_settings_and_checks_its_arguments():
             default_spec(**{"name": "pgd", "eps": 0.1, **bad})
 
 
+def test_an_attack_leaves_a_model_in_eval_mode_in_eval_mode():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.BatchNorm1d(8), nn.Linear(8, 2)).eval()
+    x, y = _bright_images(8)
+    build_attack(default_spec("pgd", 0.1, steps=2), NormalizedModel(model, (0.5,), (0.25,)))(x, y)
+    assert not model.training and not model[2].training
+
+
 def test_normalized_model_normalizes_inside():
     inner = nn.Flatten()
     wrapped = NormalizedModel(inner, (0.5,), (0.25,))

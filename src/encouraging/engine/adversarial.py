@@ -77,6 +77,9 @@ class NormalizedModel(nn.Module):
             raise ValueError(f"std must be > 0, got {std_t.flatten().tolist()}")
         self.register_buffer("mean", mean_t.to(_device_of(model)), persistent=False)
         self.register_buffer("std", std_t.to(_device_of(model)), persistent=False)
+        # torchattacks puts the model it is given back in that model's mode after an attack: mirror the inner
+        # model's mode, so an evaluated model stays in eval mode (BatchNorm, dropout)
+        self.train(model.training)
 
     def normalize(self, x: Tensor) -> Tensor:
         return (x - self.mean) / self.std

@@ -126,13 +126,17 @@ def _check_plain_head(model) -> None:
 
 
 def _fused_causal_forward(options: dict, original):
-    def forward(self, *args, labels: Tensor | None = None, num_items_in_batch=None, shift_labels=None,
-                logits_to_keep=0, **kwargs):
+    # Named arguments, not *args: Trainer keeps only the dataset columns that forward's signature names.
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                inputs_embeds=None, labels: Tensor | None = None, use_cache=None, logits_to_keep=0,
+                num_items_in_batch=None, shift_labels=None, **kwargs):
+        inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                      past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
         if labels is None and shift_labels is None:
-            return original(*args, logits_to_keep=logits_to_keep, **kwargs)
+            return original(logits_to_keep=logits_to_keep, **inputs)
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
-        outputs = self.base_model(*args, **kwargs)
+        outputs = self.base_model(**inputs)
         hidden = outputs[0]
         head = self.get_output_embeddings()
         target = _shifted(labels, IGNORE_INDEX) if shift_labels is None else shift_labels

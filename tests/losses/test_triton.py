@@ -20,9 +20,12 @@ import torch
 DEVICE = "cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1" else "cpu"
 if DEVICE == "cpu":
     os.environ["TRITON_INTERPRET"] = "1"
-pytest.importorskip("triton")
-if DEVICE == "cpu" and "encouraging.losses.triton.el" in sys.modules:  # decorated without the interpreter
-    importlib.reload(sys.modules["encouraging.losses.triton.el"])
+triton = pytest.importorskip("triton")
+if DEVICE == "cpu":
+    if hasattr(triton, "knobs"):  # triton >= 3.4 caches the variable once read (torch.compile reads it)
+        triton.knobs.runtime.interpret = True
+    if "encouraging.losses.triton.el" in sys.modules:  # decorated without the interpreter
+        importlib.reload(sys.modules["encouraging.losses.triton.el"])
 
 from encouraging import encouraging_loss, linear_encouraging_loss  # noqa: E402
 from encouraging.losses.triton import available, el_loss_and_grad  # noqa: E402

@@ -3,34 +3,38 @@ blocks per row), ignore_index, label smoothing, class and bonus weights, log_end
 per-row gradient scales, extreme logits and dtypes; in-place only when asked; and the chunked linear path with
 ``impl='triton'`` against ``impl='torch'``.
 
-Without a GPU the kernel runs in Triton's interpreter on CPU tensors: ``TRITON_INTERPRET=1`` must be set before
-the kernel is decorated, so this module sets it first and re-imports the kernel module if something imported it
-before. With a CUDA device (and the variable unset) the same tests run the compiled kernel on the GPU.
+Without a GPU the kernel runs in Triton's interpreter on CPU tensors, in a fresh pytest subprocess with
+``TRITON_INTERPRET=1`` (it must be set before triton is first imported). With a CUDA device (and the variable
+unset) the same tests run the compiled kernel on the GPU, in this process.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+# On the CPU the kernel tests run in a fresh interpreter (one subprocess, ``test_kernels_in_fresh_interpreter``):
+# TRITON_INTERPRET must be set before triton and the kernel are first imported, and other test modules (torch
+# compile, transformers) import triton earlier in the same pytest process.
+IN_CHILD = os.environ.get("ENCOURAGING_TRITON_CHILD") == "1"
 DEVICE = "cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1" else "cpu"
-if DEVICE == "cpu":
-    os.environ["TRITON_INTERPRET"] = "1"
-triton = pytest.importorskip("triton")
-if DEVICE == "cpu":
-    if hasattr(triton, "knobs"):  # triton >= 3.4 caches the variable once read (torch.compile reads it)
-        triton.knobs.runtime.interpret = True
-    if "encouraging.losses.triton.el" in sys.modules:  # decorated without the interpreter
-        importlib.reload(sys.modules["encouraging.losses.triton.el"])
+RUN_HERE = DEVICE == "cuda" or IN_CHILD
+pytest.importorskip("triton")
+here = pytest.mark.skipif(not RUN_HERE, reason="runs in test_kernels_in_fresh_interpreter's subprocess")
 
 from encouraging import encouraging_loss, linear_encouraging_loss  # noqa: E402
-from encouraging.losses.triton import available, el_loss_and_grad  # noqa: E402
+
+if RUN_HERE:
+    from encouraging.losses.triton import available, el_loss_and_grad
 
 from .helpers import assert_close  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # (N, V, block): several blocks per row with a ragged last one, a single partial block, one class pair.
 SHAPES = [(7, 37, 16), (5, 300, 64), (3, 1000, 128), (4, 2, 16)]
@@ -79,6 +83,7 @@ def _options(opts, v):
     return opts
 
 
+@here
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("name", list(OPTIONS))
 def test_kernel_parity(shape, name):
@@ -93,6 +98,7 @@ def test_kernel_parity(shape, name):
     assert torch.equal(grad[0], torch.zeros_like(grad[0]))  # the ignored row
 
 
+@here
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("name", ["plain", "smooth-le1"])
 def test_kernel_half_precision(dtype, name):
@@ -108,6 +114,7 @@ def test_kernel_half_precision(dtype, name):
     assert_close(grad, ref_grad, rtol=ulp, atol=ulp * ref_grad.abs().max().item())
 
 
+@here
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
 def test_kernel_extreme_logits_full_bonus(label_smoothing):
     # 1 - p_y = e^-1e4 underflows: the full bonus's slope -p / (1 - p) would overflow; value and gradient must
@@ -123,6 +130,7 @@ def test_kernel_extreme_logits_full_bonus(label_smoothing):
     _assert_like_torch(loss, grad, logits, target, opts, torch.ones(3, device=DEVICE))
 
 
+@here
 def test_inplace_only_when_asked():
     logits = torch.randn(4, 50, device=DEVICE)
     target = torch.randint(50, (4,), device=DEVICE)
@@ -137,6 +145,7 @@ def test_inplace_only_when_asked():
     assert_close(loss2, loss, rtol=0, atol=0)
 
 
+@here
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
@@ -155,6 +164,7 @@ def test_kernel_errors(kwargs, error, match):
         el_loss_and_grad(args.pop("logits").to(DEVICE), args.pop("target").to(DEVICE), **args)
 
 
+@here
 @pytest.mark.parametrize("opts", [dict(label_smoothing=0.1), dict(log_end=1.0, class_weight=True)],
                          ids=["smooth", "le1-weights"])
 @pytest.mark.parametrize("reduction", ["mean", "none"])
@@ -175,3 +185,13 @@ def test_linear_triton_matches_torch(opts, reduction):
         results.append((out, *torch.autograd.grad(out.sum(), (hidden, weight, bias))))
     for a, b in zip(*results, strict=True):
         assert_close(a, b, torch.float32, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(RUN_HERE, reason="the kernel tests run in this process")
+def test_kernels_in_fresh_interpreter():
+    env = {**os.environ, "TRITON_INTERPRET": "1", "ENCOURAGING_TRITON_CHILD": "1"}
+    proc = subprocess.run([sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider", "-x"],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and "failed" not in summary and "error" not in summary, summary

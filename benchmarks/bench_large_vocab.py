@@ -158,7 +158,8 @@ def measure(ops: list[str], n: int, v: int, h: int, device: str, dtype: str, thr
 
     def inputs(rows, v, h):
         hidden = torch.randn(rows, h, device=device, dtype=dt, generator=gen).requires_grad_()
-        weight = (torch.randn(v, h, device=device, dtype=dt, generator=gen) / h**0.5).requires_grad_()
+        # in place: a temporary (V, H) copy would raise ru_maxrss's high-water mark before the measured call
+        weight = torch.randn(v, h, device=device, dtype=dt, generator=gen).div_(h**0.5).requires_grad_()
         return hidden, weight, torch.randint(v, (rows,), device=device, generator=gen)
 
     sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)

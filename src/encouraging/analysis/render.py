@@ -140,21 +140,29 @@ def render_analyses(collected: dict[str, list[dict[str, Any]]], doc: Doc, out: P
 
 def _plot_margins(groups, styles, first_seed, split, path: Path) -> str | None:
     fig, (ax,) = new_figure()
-    drawn = False
+    spans = {}  # label -> (q05, q95) of the plotted seed
     for label, seeds in groups.items():
-        hist = [r for r in seeds[first_seed[label]].get("margins", []) if r["split"] == split and r["type"] == "hist"]
+        rows = [r for r in seeds[first_seed[label]].get("margins", []) if r["split"] == split]
+        hist = [r for r in rows if r["type"] == "hist"]
         if not hist:
             continue
-        total = next(r["n"] for r in seeds[first_seed[label]]["margins"]
-                     if r["split"] == split and r["type"] == "summary")
+        summary = next(r for r in rows if r["type"] == "summary")
         edges = [hist[0]["lo"]] + [r["hi"] for r in hist]
-        density = [r["count"] / (total * (r["hi"] - r["lo"])) if r["hi"] > r["lo"] else 0.0 for r in hist]
+        density = [r["count"] / (summary["n"] * (r["hi"] - r["lo"])) if r["hi"] > r["lo"] else 0.0 for r in hist]
         color, style = styles[label]
         ax.stairs(density, edges, color=color, ls=style, lw=1.8, label=f"{label} (seed {first_seed[label]})")
         ax.stairs(density, edges, color=color, alpha=0.12, fill=True)
-        drawn = True
-    if not drawn:
+        spans[label] = (summary["q05"], summary["q95"])
+    if not spans:
         return None
+    # The x-axis covers the central 90% of every run except those spread 5x wider than the typical run (logits
+    # that diverged): those would flatten the rest; the caption names them.
+    widths = sorted(hi - lo for lo, hi in spans.values())
+    typical = widths[(len(widths) - 1) // 2]
+    shown = {lb: sp for lb, sp in spans.items() if sp[1] - sp[0] <= 5 * typical} or spans
+    lo, hi = min(sp[0] for sp in shown.values()), max(sp[1] for sp in shown.values())
+    pad = 0.35 * (hi - lo)
+    ax.set_xlim(min(lo - pad, -0.05 * (hi - lo)), hi + pad)
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_xlabel("margin $f_y - \\max_{k \\neq y} f_k$ (logits)")
     ax.set_ylabel("density")
@@ -162,8 +170,10 @@ def _plot_margins(groups, styles, first_seed, split, path: Path) -> str | None:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.savefig(path)
-    return (f"Margins on the {split} set: histogram density of f_y - max_(k != y) f_k for one seed per loss "
-            "over the central 99% of its margins (left of 0: misclassified; the tables give the full range). The paper (CIFAR-10) sees CE's mass at 0 and EL's bell centred near 40-50.")
+    wide = sorted(set(spans) - set(shown))
+    note = f" Wider than the axis (see the tables): {', '.join(wide)}." if wide else ""
+    return (f"Margins on the {split} set: histogram density of f_y - max_(k != y) f_k, one seed per loss (left of 0: "
+            "misclassified). The paper (CIFAR-10) sees CE's mass at 0 and EL's bell centred near 40-50." + note)
 
 
 def _mean_energy(seeds: dict, split: str) -> dict[tuple[int, int], float]:

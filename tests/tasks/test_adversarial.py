@@ -21,7 +21,7 @@ from encouraging.engine.config import Config, apply_overrides, config_hash
 from encouraging.engine.trainer import Trainer
 from encouraging.results import ResultsStore, write_report
 from encouraging.tasks import load_run
-from encouraging.tasks.adversarial import evaluate_attacks, masking_signs
+from encouraging.tasks.adversarial import evaluate_attacks, masking_checks, masking_signs
 
 
 class Brightness(nn.Module):
@@ -102,6 +102,8 @@ def test_masking_signs():
     assert "black-box Square beats every white-box attack" in signs
     assert "pgd accuracy rises with eps" in signs
     assert "eps=0.5" in signs
+    assert "black-box Square vs white-box" in masking_checks(masked)
+    assert "no black-box check" in masking_checks(clean[:4]) and "FGSM vs PGD" in masking_checks(clean[:4])
 
 
 def test_evaluate_attacks_on_a_trained_run(trained_runs, data_root):

@@ -107,6 +107,21 @@ def masking_signs(rows: list[dict[str, Any]], tol: float = 0.01) -> list[str]:
     return signs
 
 
+def masking_checks(rows: list[dict[str, Any]]) -> str:
+    """Which of :func:`masking_signs`' checks the attacks in ``rows`` allow, in words."""
+    attacks = {r["attack"] for r in rows}
+    done = ["accuracy monotone in eps"]
+    if "fgsm" in attacks and attacks & {"pgd", "pgd_l2"}:
+        done.append("FGSM vs PGD")
+    if "square" in attacks and attacks - {"square", "cw"}:
+        done.append("black-box Square vs white-box")
+    else:
+        done.append("no black-box check: add --attack square")
+    if any(r["norm"] == "linf" and r["eps"] >= 0.5 for r in rows):
+        done.append("L-inf eps >= 0.5")
+    return "; ".join(done)
+
+
 def save_attacks(store: ResultsStore, run_id: str, rows: list[dict[str, Any]]) -> None:
     """Store one run's rows; earlier rows of the same (attack, norm) are replaced, other attacks are kept."""
     fresh = {(r["attack"], r["norm"]) for r in rows}
@@ -217,8 +232,7 @@ def render_attacks(store: ResultsStore, group: Group, doc: Doc, out: Path, slug:
         by_run[r["run_id"]].append(r)
     signs = [f"{rs[0]['loss_label']} seed {rs[0]['seed']}: {s}"
              for rs in by_run.values() for s in masking_signs(rs)]
-    doc.p("Gradient-masking signs: " + ("none found (FGSM vs PGD, black-box vs white-box, monotone in eps, "
-                                        "eps >= 0.5)." if not signs else f"{len(signs)}:"))
+    doc.p(f"Gradient-masking signs ({masking_checks(rows)}): " + (f"{len(signs)}:" if signs else "none found."))
     doc.ul(signs)
 
 

@@ -36,18 +36,25 @@ def test_logit_detectors_by_hand():
     msp = build_detector("msp").score(Identity(), LOGITS)
     assert msp[1] == pytest.approx(1 / 3)
     assert msp[0] == pytest.approx(math.exp(2) / (math.exp(2) + 2))
-    assert torch.equal(build_detector("max_logit").score(Identity(), LOGITS), torch.tensor([2.0, 0.0, 10.0]))
+    assert torch.equal(build_detector("max_logit").score(Identity(), LOGITS), torch.tensor([2.0, 0.0, 10.0]).double())
     # negative free energy: T logsumexp(f / T) with T = 1, higher for the more confident input
     energy = build_detector("energy").score(Identity(), LOGITS)
     assert energy[1] == pytest.approx(math.log(3))
-    assert torch.allclose(energy, torch.logsumexp(LOGITS, 1))
+    assert energy.dtype == torch.float64 and torch.allclose(energy, torch.logsumexp(LOGITS.double(), 1))
     assert energy[2] > energy[0] > energy[1]
+
+
+def test_msp_keeps_large_margins_apart():
+    logits = torch.tensor([[20.0, 0.0], [25.0, 0.0]])  # both round to p = 1.0 in float32
+    assert logits.softmax(1).max(1).values.unique().numel() == 1
+    msp = build_detector("msp").score(Identity(), logits)
+    assert msp[1] > msp[0]
 
 
 def test_odin_without_perturbation_is_the_tempered_msp():
     x = LOGITS.clone()
     scores = ODIN(temperature=2.0, eps=0.0).score(Identity(), x)
-    assert torch.allclose(scores, (LOGITS / 2).softmax(1).max(1).values)
+    assert torch.allclose(scores, (LOGITS.double() / 2).softmax(1).max(1).values)
     # a step against the predicted class's loss raises its tempered probability
     assert bool((ODIN(temperature=2.0, eps=0.1).score(Identity(), x) > scores).all())
     with pytest.raises(ValueError, match="temperature"):

@@ -74,7 +74,9 @@ class LogitDetector(Detector):
 
     @torch.no_grad()
     def score(self, model: nn.Module, x: Tensor) -> Tensor:
-        return self.fn(model(x).float())
+        # float64: a softmax of large-margin logits rounds to exactly 1.0 in float32 (margins above ~17), which
+        # would turn a confident model's MSP into ties; float64 keeps them apart up to margins of ~36
+        return self.fn(model(x).double())
 
     def params(self) -> str:
         return self._params
@@ -96,7 +98,7 @@ class ODIN(Detector):
         # norm_std divides the step per channel, so eps is in [0, 1] pixel units on normalized inputs
         x_hat = odin_preprocessing(model, x, eps=self.eps, temperature=self.temperature, norm_std=self.norm_std)
         with torch.no_grad():
-            return -MaxSoftmax.score(model(x_hat).float(), self.temperature)
+            return -MaxSoftmax.score(model(x_hat).double(), self.temperature)
 
     def params(self) -> str:
         return f"T={self.temperature:g}, eps={self.eps:g}"
@@ -296,7 +298,7 @@ def evaluate_ood(run: LoadedRun, ood: list[str], *, detectors: list[str] | None 
         d.fit(model, run.data.train_eval)
     id_batches = eval_batches(run, limit)
     with torch.no_grad():
-        logits, labels = zip(*[(model(x).float().cpu(), y.cpu()) for x, y in id_batches.epoch(0)], strict=True)
+        logits, labels = zip(*[(model(x).double().cpu(), y.cpu()) for x, y in id_batches.epoch(0)], strict=True)
     probs, target = torch.cat(logits).softmax(1), torch.cat(labels)
     in_acc = float((probs.argmax(1) == target).double().mean())
     ece = expected_calibration_error(probs, target)

@@ -96,13 +96,15 @@ def test_masking_signs():
              _row("square", 0.1, 0.7)]
     assert masking_signs(clean) == []
     masked = [_row("fgsm", 0.1, 0.5), _row("pgd", 0.1, 0.6), _row("pgd", 0.2, 0.7), _row("square", 0.1, 0.4),
-              _row("pgd", 0.5, 0.3)]
+              _row("autoattack", 0.1, 0.4), _row("pgd", 0.5, 0.3)]
     signs = " | ".join(masking_signs(masked))
     assert "FGSM beats PGD at eps=0.1" in signs
-    assert "black-box Square beats every white-box attack" in signs
+    assert "black-box Square beats every gradient attack" in signs  # AutoAttack (which runs Square) not counted
+    assert "AutoAttack beats PGD at linf eps=0.1" in signs
     assert "pgd accuracy rises with eps" in signs
     assert "eps=0.5" in signs
-    assert "black-box Square vs white-box" in masking_checks(masked)
+    assert "black-box Square vs gradient attacks" in masking_checks(masked)
+    assert "AutoAttack vs PGD" in masking_checks(masked)
     assert "no black-box check" in masking_checks(clean[:4]) and "FGSM vs PGD" in masking_checks(clean[:4])
 
 

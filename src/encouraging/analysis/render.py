@@ -15,6 +15,7 @@ from ..results.style import is_plain_ce, loss_styles, new_figure
 from .shapes import loss_shape_rows
 
 KINDS = ("margins", "energy", "gradient", "probe")
+P_SHOWN = 1e-7  # the gradient figure's logit axis shows p_y in [P_SHOWN, 1 - P_SHOWN]
 
 # (metric, label, scale, digits): what the tables show, each a number per run
 METRICS = (
@@ -280,11 +281,11 @@ def _plot_gradients(groups, styles, first_seed, split, path: Path) -> str | None
                   label=f"analytic {name}")
     for label, b in bins.items():
         color = styles[label][0]
-        left.plot([x[0] for x in b], [x[1] for x in b], "o", color=color, ms=5, label=f"{label}, measured")
-        finite = [x for x in b if not math.isnan(x[3])]
+        p = [min(max(x[0], P_SHOWN), 1 - P_SHOWN) for x in b]  # p_y of exactly 0 or 1 has no place on a logit axis
+        left.plot(p, [x[1] for x in b], "o", color=color, ms=5, label=f"{label}, measured")
+        finite = [(pi, x[3]) for pi, x in zip(p, b, strict=True) if not math.isnan(x[3])]
         if finite:
-            right.plot([x[0] for x in finite], [x[3] for x in finite], "o", color=color, ls=styles[label][1], ms=4,
-                       label=label)
+            right.plot(*zip(*finite, strict=True), "o", color=color, ls=styles[label][1], ms=4, label=label)
     for ax in (left, right):
         ax.set_xscale("logit")
         ax.set_xlabel("target probability $p_y$ (bin mean, logit scale)")
@@ -298,9 +299,10 @@ def _plot_gradients(groups, styles, first_seed, split, path: Path) -> str | None
     if right.lines:
         right.legend(fontsize=8)
     fig.savefig(path)
-    return (f"Left: mean |dL/df_y| per bin of p_y on the {split} set, measured on each trained model with its own "
-            "loss (dots, pooled over seeds), over the analytic curves of CE and EL (grey). Right: the mean "
-            "per-example norm of the parameter gradient per bin (a fixed subset of training examples). CE's "
+    return (f"Left: mean |dL/df_y| per bin of p_y on the {split} set, measured on each trained model with its "
+            "own loss (dots, pooled over seeds), over the analytic curves of CE and EL (grey). Right: the mean "
+            "per-example norm of the parameter gradient per bin (a fixed subset of training examples); bin means "
+            "are clipped to [1e-7, 1 - 1e-7] for the logit axis. CE's "
             "gradients vanish as p_y -> 1; EL's do not.")
 
 

@@ -178,24 +178,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _analyze(args: argparse.Namespace) -> int:
     from .analysis import AnalysisConfig, analyze
-    from .results import ResultsStore
+    from .tasks.evaluation import resolve_runs
 
-    runs, db = [], args.db
-    for item in args.runs:
-        if Path(item).suffix == ".db":
-            if not Path(item).is_file():
-                raise SystemExit(f"encouraging analyze: no results database at {item}")
-            filters = {"status": "finished"} | ({"recipe": args.recipe} if args.recipe else {})
-            found = [r["run_dir"] for r in ResultsStore(item).runs(**filters)]
-            if not found:
-                raise SystemExit(f"encouraging analyze: no finished runs in {item} (filters: {filters})")
-            runs += found
-            db = db or item
-        else:
-            runs.append(item)
+    try:
+        runs, db = resolve_runs(args.runs, args.recipe)
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"encouraging analyze: {err}") from None
     config = AnalysisConfig(kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()),
                             max_examples=args.max_examples, grad_examples=args.grad_examples)
-    path = analyze(runs, args.out, db=db, device=args.device, data_root=args.data_root, config=config,
+    path = analyze(runs, args.out, db=args.db or db, device=args.device, data_root=args.data_root, config=config,
                    html=args.html, quiet=args.quiet)
     print(f"analyses: {path}")
     return 0

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -16,9 +15,9 @@ from typing import Any
 
 import torch
 
-from ..results import Doc, ResultsStore
+from ..results import Doc
 from ..tasks import LoadedRun, load_run
-from ..tasks.runner import hardware, run_record
+from ..tasks.evaluation import store_for
 from .energy import energy_rows
 from .gradients import gradient_rows, per_example_grad_norms
 from .margins import margin_rows
@@ -103,24 +102,6 @@ def analyze_run(run: LoadedRun, config: AnalysisConfig = AnalysisConfig()) -> di
     return rows
 
 
-def _store_for(run: LoadedRun, db: str | os.PathLike | None) -> ResultsStore | None:
-    """The database to write to: ``db``, else the one of the grid the run belongs to (``<out>/results.db``)."""
-    if db is None:
-        guess = run.run_dir.parents[2] / "results.db" if len(run.run_dir.parents) > 2 else None
-        if guess is None or not guess.is_file():
-            return None
-        db = guess
-    store = ResultsStore(db)
-    known = {r["run_id"] for r in store.runs(run_id=run.run_id)}
-    if not known:  # a run trained with another database (or none): record it, finished, with its final metrics
-        record = run_record(run.cfg, run.notes, run.run_dir, hardware(run.device))
-        final_file = run.run_dir / "final.json"
-        final = json.loads(final_file.read_text()) if final_file.is_file() else {}
-        if store.claim(record):
-            store.finish(run.run_id, final or {"epochs_trained": run.epochs_trained})
-    return store
-
-
 def analyze(runs: Iterable[str | os.PathLike | LoadedRun], out_dir: str | os.PathLike, *,
             db: str | os.PathLike | None = None, device: str = "auto", data_root: str | None = None,
             config: AnalysisConfig = AnalysisConfig(), html: bool = False, quiet: bool = False) -> Path:
@@ -139,7 +120,7 @@ def analyze(runs: Iterable[str | os.PathLike | LoadedRun], out_dir: str | os.Pat
         if not quiet:
             print(f"analysing {run.cfg.name} / {run.label} / seed {run.seed} ({run.run_dir})")
         rows = analyze_run(run, config)
-        store = _store_for(run, db)
+        store = store_for(run, db)
         for kind, kind_rows in rows.items():
             if store is not None:
                 store.add_rows(run.run_id, kind, kind_rows, replace=True)

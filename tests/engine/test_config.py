@@ -56,3 +56,12 @@ def test_every_shipped_config_loads():
 def test_string_fields_take_the_override_text_as_written():
     cfg = apply_overrides(Config(), ["--train.amp=fp32", "--data.dataset=off", "--data.root=null", "--name=123"])
     assert cfg.train.amp == "fp32" and cfg.data.dataset == "off" and cfg.data.root is None and cfg.name == "123"
+
+
+def test_float_fields_take_exponents_without_a_dot(tmp_path):
+    """YAML 1.1 reads ``1e-5`` as a string; a float field still takes it, from the command line and from a file."""
+    assert apply_overrides(Config(), ["--loss.bonus_floor=1e-5"]).loss.bonus_floor == 1e-5
+    path = tmp_path / "floor.yaml"
+    path.write_text("name: x\nloss: {bonus_floor: 1e-5, log_end: 1}\noptim: {lr: 3e-4}\n")
+    cfg = load_config(path)
+    assert cfg.loss.bonus_floor == 1e-5 and cfg.optim.lr == 3e-4 and cfg.loss.log_end == 1.0

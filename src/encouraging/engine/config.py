@@ -213,7 +213,7 @@ def _sections(obj: Any) -> list[str]:
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Check ``value`` against a field's annotation; ints are accepted for floats."""
+    """Check ``value`` against a field's annotation; ints and numeric strings (``1e-5``) are accepted for floats."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(hint)
@@ -229,6 +229,11 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         raise TypeError(f"config key {key!r} expects {hint}, got {value!r}")
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        try:  # YAML 1.1 reads an exponent without a dot (1e-5) as a string
+            return float(value)
+        except ValueError:
+            pass
     expected = origin or hint
     if expected is float and isinstance(value, float):
         return value

@@ -24,17 +24,17 @@ def margins(logits: Tensor, target: Tensor) -> Tensor:
     return (f_y - others.amax(1, keepdim=True)).squeeze(1)
 
 
-def _hist_range(m: Tensor) -> tuple[float, float]:
-    """The histogram's range: the central 99% of the sample, so a few extreme margins do not flatten it."""
+def _histogram(m: Tensor) -> tuple[Tensor, Tensor]:
+    """``HIST_BINS`` bins over the central 99% of the sample, so a few extreme margins do not flatten it."""
     lo, hi = torch.quantile(m, torch.tensor([0.005, 0.995], dtype=torch.float64)).tolist()
-    return (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
+    return torch.histogram(m, bins=HIST_BINS, range=(lo, hi) if hi > lo else (lo - 0.5, hi + 0.5))
 
 
 def margin_summary(m: Tensor) -> dict[str, float]:
     """Mean, quantiles, the fraction misclassified (``m < 0``) and the histogram mode of a margin sample."""
     m = m.double()
     q = torch.quantile(m, torch.tensor(QUANTILES, dtype=torch.float64))
-    counts, edges = torch.histogram(m, bins=HIST_BINS, range=_hist_range(m))
+    counts, edges = _histogram(m)
     top = int(counts.argmax())
     out = {f"q{round(p * 100):02d}": float(v) for p, v in zip(QUANTILES, q, strict=True)}
     return {"n": len(m), "mean": float(m.mean()), "median": out.pop("q50"), **out,
@@ -47,7 +47,7 @@ def margin_rows(logits: Tensor, target: Tensor, split: str) -> list[dict]:
     over the central 99% of the margins (the summary's ``min``/``max`` give the full range)."""
     m = margins(logits, target).double()
     rows = [{"split": split, "type": "summary", **margin_summary(m)}]
-    counts, edges = torch.histogram(m, bins=HIST_BINS, range=_hist_range(m))
+    counts, edges = _histogram(m)
     rows += [{"split": split, "type": "hist", "lo": float(edges[i]), "hi": float(edges[i + 1]),
               "count": int(counts[i])} for i in range(HIST_BINS)]
     return rows

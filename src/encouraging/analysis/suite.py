@@ -26,8 +26,6 @@ from .probe import ProbeConfig, knn_accuracy, linear_probe
 from .render import KINDS, render_analyses
 from .shapes import loss_shape_rows, plot_log_end_panels, plot_loss_shapes
 
-SPLITS = ("train", "test")
-
 
 @dataclass(frozen=True)
 class AnalysisConfig:

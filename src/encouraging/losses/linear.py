@@ -30,11 +30,12 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ._checks import check_class_vector, check_floating, check_range, check_reduction, check_target_range
 from .bonus import P_CAP, Bonus, BonusParams, bonus_value, dense_bonus_grad, dense_bonus_value, get_bonus
 from .functional import bonus_params, resolve_bonus_weight
+from .modules import EncouragingOptions
 
 IMPLS = ("auto", "torch", "triton")
 
@@ -389,7 +390,7 @@ def linear_encouraging_loss(
     return _LinearEncouragingLoss.apply(h, weight, bias, t, cw, v, token_grad, opts).to(hidden.dtype)
 
 
-class LinearEncouragingLoss(nn.Module):
+class LinearEncouragingLoss(EncouragingOptions):
     """Module form of :func:`linear_encouraging_loss`: ``forward(hidden, weight, target, bias=None)``.
 
     Options are stored as in :class:`~encouraging.losses.EncouragingLoss` (``weight`` there is ``class_weight``
@@ -419,28 +420,10 @@ class LinearEncouragingLoss(nn.Module):
         chunk_size: int | None = None,
         impl: str = "auto",
     ) -> None:
-        super().__init__()
-        check_reduction(reduction)
-        check_range("label_smoothing", label_smoothing, 0.0, 1.0)
-        bonus_params(bonus, log_end, bonus_scale, gamma, bonus_start, bonus_floor)
-        check_class_vector("class_weight", class_weight)
+        super().__init__("class_weight", class_weight, ignore_index, reduction, label_smoothing, log_end, bonus_scale,
+                         bonus, gamma, bonus_start, bonus_weight, bonus_floor)
         if impl not in IMPLS:
             raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
-        self.register_buffer("class_weight", class_weight)
-        resolve_bonus_weight(bonus_weight, class_weight)
-        if isinstance(bonus_weight, Tensor):
-            self.register_buffer("bonus_weight", bonus_weight)
-        else:
-            self.bonus_weight = bonus_weight
-        self.ignore_index = ignore_index
-        self.reduction = reduction
-        self.label_smoothing = label_smoothing
-        self.log_end = log_end
-        self.bonus_scale = bonus_scale
-        self.bonus = bonus
-        self.gamma = gamma
-        self.bonus_start = bonus_start
-        self.bonus_floor = bonus_floor
         self.chunk_size = chunk_size
         self.impl = impl
 
@@ -453,5 +436,4 @@ class LinearEncouragingLoss(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return (f"log_end={self.log_end}, bonus_scale={self.bonus_scale}, bonus={self.bonus!r}, "
-                f"label_smoothing={self.label_smoothing}, reduction={self.reduction!r}, impl={self.impl!r}")
+        return f"{super().extra_repr()}, impl={self.impl!r}"

@@ -9,7 +9,41 @@ from ._checks import check_class_vector, check_range, check_reduction
 from .functional import LossParts, bonus_params, encouraging_loss_parts, resolve_bonus_weight
 
 
-class EncouragingLoss(nn.Module):
+class EncouragingOptions(nn.Module):
+    """The options :class:`EncouragingLoss` and :class:`~encouraging.losses.LinearEncouragingLoss` share, checked
+    once and stored as plain attributes (so a schedule can change them); the class weights are a buffer named
+    ``weight_name``, and a tensor ``bonus_weight`` is a buffer too."""
+
+    def __init__(self, weight_name: str, weight: Tensor | None, ignore_index: int, reduction: str,
+                 label_smoothing: float, log_end: float, bonus_scale: float, bonus: str, gamma: float,
+                 bonus_start: float, bonus_weight: Tensor | str | None, bonus_floor: float) -> None:
+        super().__init__()
+        check_reduction(reduction)
+        check_range("label_smoothing", label_smoothing, 0.0, 1.0)
+        bonus_params(bonus, log_end, bonus_scale, gamma, bonus_start, bonus_floor)
+        check_class_vector(weight_name, weight)
+        self.register_buffer(weight_name, weight)
+        resolve_bonus_weight(bonus_weight, weight)
+        if isinstance(bonus_weight, Tensor):
+            self.register_buffer("bonus_weight", bonus_weight)
+        else:
+            self.bonus_weight = bonus_weight
+        self.ignore_index = ignore_index
+        self.reduction = reduction
+        self.label_smoothing = label_smoothing
+        self.log_end = log_end
+        self.bonus_scale = bonus_scale
+        self.bonus = bonus
+        self.gamma = gamma
+        self.bonus_start = bonus_start
+        self.bonus_floor = bonus_floor
+
+    def extra_repr(self) -> str:
+        return (f"log_end={self.log_end}, bonus_scale={self.bonus_scale}, bonus={self.bonus!r}, "
+                f"label_smoothing={self.label_smoothing}, reduction={self.reduction!r}")
+
+
+class EncouragingLoss(EncouragingOptions):
     """Cross-entropy plus the bonus ``log(1 - p_y)``, linear past ``log_end``. Math and shapes:
     :func:`encouraging.losses.encouraging_loss`; arguments as there.
 
@@ -41,26 +75,8 @@ class EncouragingLoss(nn.Module):
         log_probs: bool = False,
         track_stats: bool = False,
     ) -> None:
-        super().__init__()
-        check_reduction(reduction)
-        check_range("label_smoothing", label_smoothing, 0.0, 1.0)
-        bonus_params(bonus, log_end, bonus_scale, gamma, bonus_start, bonus_floor)
-        check_class_vector("weight", weight)
-        self.register_buffer("weight", weight)
-        resolve_bonus_weight(bonus_weight, weight)
-        if isinstance(bonus_weight, Tensor):
-            self.register_buffer("bonus_weight", bonus_weight)
-        else:
-            self.bonus_weight = bonus_weight
-        self.ignore_index = ignore_index
-        self.reduction = reduction
-        self.label_smoothing = label_smoothing
-        self.log_end = log_end
-        self.bonus_scale = bonus_scale
-        self.bonus = bonus
-        self.gamma = gamma
-        self.bonus_start = bonus_start
-        self.bonus_floor = bonus_floor
+        super().__init__("weight", weight, ignore_index, reduction, label_smoothing, log_end, bonus_scale, bonus,
+                         gamma, bonus_start, bonus_weight, bonus_floor)
         self.log_probs = log_probs
         self.track_stats = track_stats
         self.last_stats: dict[str, Tensor] = {}
@@ -79,10 +95,6 @@ class EncouragingLoss(nn.Module):
         if self.track_stats:
             self.last_stats = summarize(parts, self.log_end)
         return parts.loss
-
-    def extra_repr(self) -> str:
-        return (f"log_end={self.log_end}, bonus_scale={self.bonus_scale}, bonus={self.bonus!r}, "
-                f"label_smoothing={self.label_smoothing}, reduction={self.reduction!r}")
 
 
 @torch.no_grad()

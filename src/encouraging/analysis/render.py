@@ -9,8 +9,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ..results import Doc, ResultsStore, register_section
-from ..results.stats import compare, summarize
+from ..results import Doc, ResultsStore, group_rows, register_section
+from ..results.stats import compare, mean_std_text, summarize
 from ..results.style import is_plain_ce, loss_styles, new_figure
 from .shapes import loss_shape_rows
 
@@ -68,15 +68,6 @@ def _group(collected: dict[str, list[dict]]) -> dict[str, dict[int, dict[str, li
     return dict(sorted(by.items(), key=lambda kv: not is_plain_ce(kv[0])))
 
 
-def _fmt(values: list[float], scale: float, digits: int) -> str:
-    s = summarize(values)
-    if s.mean is None:
-        return "–"
-    if s.std is None:
-        return f"{s.mean * scale:.{digits}f}"
-    return f"{s.mean * scale:.{digits}f} ± {s.std * scale:.{digits}f}"
-
-
 def render_analyses(collected: dict[str, list[dict[str, Any]]], doc: Doc, out: Path, slug: str, level: int = 3
                     ) -> None:
     """Append the analyses of ``collected`` (``kind -> rows`` with ``loss_label``, ``seed``) to ``doc``; figures go
@@ -92,7 +83,7 @@ def render_analyses(collected: dict[str, list[dict[str, Any]]], doc: Doc, out: P
           "the probes retrain a linear classifier / vote with k-NN on the frozen penultimate features.")
     table = []
     for key, name, scale, digits in METRICS:
-        cells = [_fmt([m[key] for m in metrics[lb].values() if key in m], scale, digits) for lb in labels]
+        cells = [mean_std_text([m[key] for m in metrics[lb].values() if key in m], scale, digits) for lb in labels]
         if any(c != "–" for c in cells):
             table.append([name, *cells])
     doc.table(["metric", *labels], table, ["l"] + ["r"] * len(labels))
@@ -311,8 +302,7 @@ def _plot_gradients(groups, styles, first_seed, split, path: Path) -> str | None
 
 def report_section(store: ResultsStore, group, doc: Doc, out: Path, slug: str) -> None:
     """The analyses stored for a report group's runs, as a section of ``encouraging report``."""
-    ids = {r["run_id"] for row in group.rows for r in row.runs}
-    collected = {kind: [r for r in store.rows(kind, recipe=group.recipe) if r["run_id"] in ids] for kind in KINDS}
+    collected = {kind: group_rows(store, group, kind) for kind in KINDS}
     if not any(collected.values()):
         return
     doc.h(3, "Analyses (encouraging analyze)")

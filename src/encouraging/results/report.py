@@ -679,6 +679,12 @@ ReportSection = Callable[[ResultsStore, Group, Doc, Path, str], None]
 _SECTIONS: dict[str, ReportSection] = {}
 
 
+def group_rows(store: ResultsStore, group: Group, kind: str) -> list[dict[str, Any]]:
+    """The rows of ``kind`` stored for the runs of a report group (what a section draws)."""
+    ids = [r["run_id"] for row in group.rows for r in row.runs]
+    return store.rows(kind, run_id=ids) if ids else []
+
+
 def register_section(name: str, render: ReportSection) -> ReportSection:
     """Add ``render(store, group, doc, out_dir, slug)`` to every group of every report (``slug`` names its files)."""
     _SECTIONS[name] = render

@@ -26,6 +26,7 @@ __all__ = [
     "compare",
     "format_p",
     "format_signed",
+    "mean_std_text",
     "paired",
     "summarize",
     "t_ppf",
@@ -138,6 +139,16 @@ class Summary:
         if self.std is None:
             return f"{self.mean * scale:.{digits}f} (n = {self.n})"
         return f"{self.mean * scale:.{digits}f} ± {self.std * scale:.{digits}f}"
+
+
+def mean_std_text(values: Iterable[float | None], scale: float = 1.0, digits: int = 2) -> str:
+    """``mean ± std`` of ``values`` times ``scale`` for report tables; the mean alone for one value, ``–`` for none."""
+    s = summarize(values)
+    if s.mean is None:
+        return "\u2013"
+    if s.std is None:
+        return f"{s.mean * scale:.{digits}f}"
+    return f"{s.mean * scale:.{digits}f} ± {s.std * scale:.{digits}f}"
 
 
 def summarize(values: Iterable[float | None], confidence: float = 0.95) -> Summary:

@@ -23,8 +23,8 @@ from typing import Any
 import torch
 
 from ..engine.adversarial import NormalizedModel, build_attack, default_spec
-from ..results import Doc, Group, ResultsStore, register_section
-from ..results.stats import compare, summarize
+from ..results import Doc, Group, ResultsStore, group_rows, register_section
+from ..results.stats import compare, mean_std_text
 from .loading import LoadedRun
 from .ood import eval_batches
 
@@ -185,17 +185,9 @@ def plot_robustness(rows: list[dict], norm: str, path: Path) -> str | None:
             f"{rows[0]['n']} test images.")
 
 
-def _fmt(values: list[float]) -> str:
-    s = summarize(values)
-    if s.mean is None:
-        return "–"
-    return f"{s.mean * 100:.2f}" + ("" if s.std is None else f" ± {s.std * 100:.2f}")
-
-
 def render_attacks(store: ResultsStore, group: Group, doc: Doc, out: Path, slug: str) -> None:
     """Report section: robust accuracy per attack x ε x loss, EL − CE with paired CIs, plots, masking signs."""
-    ids = [r["run_id"] for row in group.rows for r in row.runs]
-    rows = store.rows("attack", run_id=ids) if ids else []
+    rows = group_rows(store, group, "attack")
     if not rows:
         return
     doc.h(3, "Adversarial robustness")
@@ -211,7 +203,8 @@ def render_attacks(store: ResultsStore, group: Group, doc: Doc, out: Path, slug:
     table = []
     for attack, norm in keys:
         for e in sorted({e for k, v in curves.items() if k[1:] == (attack, norm) for e in v}):
-            cells = [_fmt(list(curves.get((lb, attack, norm), {}).get(e, {}).values())) for lb in labels]
+            cells = [mean_std_text(list(curves.get((lb, attack, norm), {}).get(e, {}).values()), 100)
+                     for lb in labels]
             if "CE" in labels:
                 ce = curves.get(("CE", attack, norm), {}).get(e, {})
                 for lb in labels[1:]:

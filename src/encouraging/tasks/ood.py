@@ -36,8 +36,8 @@ from torch import Tensor, nn
 from ..data import FolderData, find_array, load_image_dataset
 from ..engine.batches import LoaderBatches, TensorBatches
 from ..models import features
-from ..results import Doc, Group, ResultsStore, register_section
-from ..results.stats import compare, summarize
+from ..results import Doc, Group, ResultsStore, group_rows, register_section
+from ..results.stats import compare, mean_std_text
 from .loading import LoadedRun
 from .ood_metrics import expected_calibration_error, ood_metrics
 
@@ -364,17 +364,9 @@ def plot_histograms(hists: list[dict], ood: str, path: Path) -> str | None:
             "normalized to unit area. Less overlap = better detection.")
 
 
-def _fmt(values: list[float], digits: int = 2) -> str:
-    s = summarize(values)
-    if s.mean is None:
-        return "–"
-    return f"{s.mean * 100:.{digits}f}" + ("" if s.std is None else f" ± {s.std * 100:.{digits}f}")
-
-
 def render_ood(store: ResultsStore, group: Group, doc: Doc, out: Path, slug: str) -> None:
     """Report section: AUROC / FPR95 / AUPR per loss (mean ± std over seeds), differences from CE, histograms."""
-    ids = [r["run_id"] for row in group.rows for r in row.runs]
-    rows = store.rows("ood", run_id=ids) if ids else []
+    rows = group_rows(store, group, "ood")
     if not rows:
         return
     doc.h(3, "OOD detection")
@@ -393,7 +385,7 @@ def render_ood(store: ResultsStore, group: Group, doc: Doc, out: Path, slug: str
             if not runs:
                 continue
             vals = list(runs.values())
-            table.append([ood, det, lb, str(len(vals))] + [_fmt([v[k] for v in vals]) for k in
+            table.append([ood, det, lb, str(len(vals))] + [mean_std_text([v[k] for v in vals], 100) for k in
                                                             ("auroc", "fpr95", "aupr_in", "aupr_out", "ece")])
     doc.table(["OOD set", "detector", "loss", "n", "AUROC", "FPR95", "AUPR-In", "AUPR-Out", "ECE (ID)"], table,
               ["l", "l", "l", "r", "r", "r", "r", "r", "r"])
@@ -413,7 +405,7 @@ def render_ood(store: ResultsStore, group: Group, doc: Doc, out: Path, slug: str
         p = PAPER_MNIST_FMNIST
         doc.p(f"Paper (MNISTNet checkpoints, single runs, detector not stated; paper.md §5.7): CE AUROC "
               f"{p['CE']['auroc']}, FPR95 {p['CE']['fpr95']}; EL AUROC {p['EL']['auroc']}, FPR95 {p['EL']['fpr95']}.")
-    hists = store.rows("ood_hist", run_id=ids)
+    hists = group_rows(store, group, "ood_hist")
     for ood in dict.fromkeys(r["ood_dataset"] for r in rows):
         name = f"{slug}_ood_{_file_part(ood)}.png"
         caption = plot_histograms(hists, ood, out / name)

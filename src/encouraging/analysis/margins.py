@@ -33,8 +33,11 @@ def _histogram(m: Tensor) -> tuple[Tensor, Tensor]:
 def margin_summary(m: Tensor) -> dict[str, float]:
     """Mean, quantiles, the fraction misclassified (``m < 0``) and the histogram mode of a margin sample."""
     m = m.double()
+    return _summary(m, *_histogram(m))
+
+
+def _summary(m: Tensor, counts: Tensor, edges: Tensor) -> dict[str, float]:
     q = torch.quantile(m, torch.tensor(QUANTILES, dtype=torch.float64))
-    counts, edges = _histogram(m)
     top = int(counts.argmax())
     out = {f"q{round(p * 100):02d}": float(v) for p, v in zip(QUANTILES, q, strict=True)}
     return {"n": len(m), "mean": float(m.mean()), "median": out.pop("q50"), **out,
@@ -46,8 +49,8 @@ def margin_rows(logits: Tensor, target: Tensor, split: str) -> list[dict]:
     """Flat rows for the results database: one ``summary`` row and ``HIST_BINS`` ``hist`` rows (lo, hi, count)
     over the central 99% of the margins (the summary's ``min``/``max`` give the full range)."""
     m = margins(logits, target).double()
-    rows = [{"split": split, "type": "summary", **margin_summary(m)}]
     counts, edges = _histogram(m)
+    rows = [{"split": split, "type": "summary", **_summary(m, counts, edges)}]
     rows += [{"split": split, "type": "hist", "lo": float(edges[i]), "hi": float(edges[i + 1]),
               "count": int(counts[i])} for i in range(HIST_BINS)]
     return rows

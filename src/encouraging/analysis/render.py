@@ -189,28 +189,36 @@ def _featured_class(names: dict[int, str]) -> int:
     return next((k for k, n in names.items() if n == "cat"), min(names))
 
 
+def _energy_bars(groups, styles, split, path: Path, cells: list[tuple[int, int]], ticks: list[str], ylabel: str,
+                 title: str) -> None:
+    """Grouped bars, one group per ``(class, candidate)`` cell of the mean energy matrix, one bar per loss."""
+    energies = {lb: _mean_energy(seeds, split) for lb, seeds in groups.items()}
+    energies = {lb: e for lb, e in energies.items() if e}
+    fig, (ax,) = new_figure(7.5, 4.3)
+    width = 0.8 / len(energies)
+    for i, (label, e) in enumerate(energies.items()):
+        xs = [j + (i - (len(energies) - 1) / 2) * width for j in range(len(cells))]
+        ax.bar(xs, [e.get(cell, math.nan) for cell in cells], width, color=styles[label][0], label=label,
+               hatch="//" if styles[label][1] == "--" else None, edgecolor="white")
+    ax.set_xticks(range(len(cells)), ticks, rotation=30)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path)
+
+
 def _plot_energy_class(groups, styles, first_seed, split, path: Path) -> str | None:
     names = _names(groups, split)
     if not names or len(names) > 20:
         return None
     c = _featured_class(names)
-    energies = {lb: _mean_energy(seeds, split) for lb, seeds in groups.items()}
-    energies = {lb: e for lb, e in energies.items() if e}
-    ref = next(iter(energies.values()))
+    ref = next(e for e in (_mean_energy(seeds, split) for seeds in groups.values()) if e)
     order = sorted(names, key=lambda k: ref.get((c, k), math.inf))
-    fig, (ax,) = new_figure(7.5, 4.3)
-    width = 0.8 / len(energies)
-    for i, (label, e) in enumerate(energies.items()):
-        xs = [j + (i - (len(energies) - 1) / 2) * width for j in range(len(order))]
-        ax.bar(xs, [e.get((c, k), math.nan) for k in order], width, color=styles[label][0], label=label,
-               hatch="//" if styles[label][1] == "--" else None, edgecolor="white")
-    ax.set_xticks(range(len(order)), [names[k] for k in order], rotation=30)
-    ax.axhline(0, color="grey", lw=0.8)
-    ax.set_ylabel("mean conditional energy $E(k|x) = -f_k(x)$")
-    ax.set_title(f"Energies over the {split} examples of class '{names[c]}'")
-    ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.savefig(path)
+    _energy_bars(groups, styles, split, path, [(c, k) for k in order], [names[k] for k in order],
+                 "mean conditional energy $E(k|x) = -f_k(x)$",
+                 f"Energies over the {split} examples of class '{names[c]}'")
     return (f"Mean conditional energy E(k|x) = -f_k(x) over the {split} examples of class '{names[c]}', for every "
             "candidate k (mean over seeds). The true class is the lowest bar; the paper sees EL's about 4x lower "
             "than CE's on CIFAR-10 and the other classes' higher.")
@@ -220,22 +228,9 @@ def _plot_energy_true(groups, styles, first_seed, split, path: Path) -> str | No
     names = _names(groups, split)
     if not names or len(names) > 20:
         return None
-    energies = {lb: _mean_energy(seeds, split) for lb, seeds in groups.items()}
-    energies = {lb: e for lb, e in energies.items() if e}
-    fig, (ax,) = new_figure(7.5, 4.3)
-    width = 0.8 / len(energies)
     classes = sorted(names)
-    for i, (label, e) in enumerate(energies.items()):
-        xs = [j + (i - (len(energies) - 1) / 2) * width for j in range(len(classes))]
-        ax.bar(xs, [e.get((c, c), math.nan) for c in classes], width, color=styles[label][0], label=label,
-               hatch="//" if styles[label][1] == "--" else None, edgecolor="white")
-    ax.set_xticks(range(len(classes)), [names[c] for c in classes], rotation=30)
-    ax.axhline(0, color="grey", lw=0.8)
-    ax.set_ylabel("true-class energy $E(y|x) = -f_y(x)$")
-    ax.set_title(f"True-class energy per class ({split} set)")
-    ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.savefig(path)
+    _energy_bars(groups, styles, split, path, [(c, c) for c in classes], [names[c] for c in classes],
+                 "true-class energy $E(y|x) = -f_y(x)$", f"True-class energy per class ({split} set)")
     return f"True-class energy E(y|x) = -f_y(x), mean over the {split} examples of each class and over seeds."
 
 

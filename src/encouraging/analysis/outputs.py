@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +24,18 @@ class Outputs:
         return len(self.target)
 
 
+def first_batches(batches, n: int | None) -> Iterator[tuple[Tensor, Tensor]]:
+    """The batches of ``batches.epoch(0)``, cut after the first ``n`` examples (all of them when ``n`` is None)."""
+    seen = 0
+    for x, y in batches.epoch(0):
+        if n is not None:
+            x, y = x[: n - seen], y[: n - seen]
+        seen += len(y)
+        yield x, y
+        if n is not None and seen >= n:  # stop before the source prepares another batch
+            return
+
+
 @torch.no_grad()
 def collect_outputs(model: nn.Module, batches, *, with_features: bool = True, max_examples: int | None = None
                     ) -> Outputs:
@@ -36,13 +49,9 @@ def collect_outputs(model: nn.Module, batches, *, with_features: bool = True, ma
     was_training = model.training
     model.eval()
     head = get_classifier(model) if with_features else None
-    logits, targets, feats, seen = [], [], [], 0
+    logits, targets, feats = [], [], []
     try:
-        for x, y in batches.epoch(0):
-            if max_examples is not None and seen >= max_examples:
-                break
-            if max_examples is not None:
-                x, y = x[: max_examples - seen], y[: max_examples - seen]
+        for x, y in first_batches(batches, max_examples):
             if head is not None:
                 f = penultimate(model, x)
                 out = head(f)
@@ -51,7 +60,6 @@ def collect_outputs(model: nn.Module, batches, *, with_features: bool = True, ma
                 out = model(x)
             logits.append(out.float().cpu())
             targets.append(y.cpu())
-            seen += len(y)
     finally:
         model.train(was_training)
     if not targets:

@@ -21,7 +21,7 @@ from ..tasks.evaluation import store_for
 from .energy import energy_rows
 from .gradients import gradient_rows, per_example_grad_norms
 from .margins import margin_rows
-from .outputs import Outputs, collect_outputs
+from .outputs import Outputs, collect_outputs, first_batches
 from .probe import ProbeConfig, knn_accuracy, linear_probe
 from .render import KINDS, render_analyses
 from .shapes import loss_shape_rows, plot_log_end_panels, plot_loss_shapes
@@ -48,17 +48,6 @@ class AnalysisConfig:
             raise ValueError(f"max_examples must be >= 1 or None, got {self.max_examples}")
 
 
-def _first_examples(batches, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    xs, ys, seen = [], [], 0
-    for x, y in batches.epoch(0):
-        xs.append(x[: n - seen])
-        ys.append(y[: n - seen])
-        seen += len(ys[-1])
-        if seen >= n:
-            break
-    return torch.cat(xs), torch.cat(ys)
-
-
 def analyze_run(run: LoadedRun, config: AnalysisConfig = AnalysisConfig()) -> dict[str, list[dict[str, Any]]]:
     """Every analysis of ``config.kinds`` on one trained run; returns ``kind -> rows`` (flat, JSON-ready)."""
     sources = {"train": run.data.train_eval, "test": run.data.test}
@@ -78,7 +67,8 @@ def analyze_run(run: LoadedRun, config: AnalysisConfig = AnalysisConfig()) -> di
         criterion = run.criterion()
         norms = None
         if config.grad_examples:
-            x, y = _first_examples(sources["train"], config.grad_examples)
+            xs, ys = zip(*first_batches(sources["train"], config.grad_examples), strict=True)
+            x, y = torch.cat(xs), torch.cat(ys)
             norms = per_example_grad_norms(run.model, criterion, x, y)
         rows["gradient"] = [r for s, o in outputs.items()
                             for r in gradient_rows(criterion, o.logits, o.target, s,

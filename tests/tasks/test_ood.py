@@ -141,6 +141,25 @@ def test_evaluate_ood_on_a_trained_run(trained_runs, data_root):
         evaluate_ood(run, [])
 
 
+def test_logit_detectors_share_one_forward_pass_per_batch(trained_runs, data_root):
+    from encouraging.tasks.ood import eval_batches
+
+    run = load_run(trained_runs["CE"], device="cpu")
+    calls = []
+    run.model.register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
+    rows, _ = evaluate_ood(run, ["fashion_mnist"], detectors=["msp", "max_logit", "energy"], limit=200)
+    batches = eval_batches(run, 200)
+    assert sum(calls) == 400 and len(calls) == 2 * len(list(batches.epoch(0)))
+    # the shared logits give the scores a detector computes on its own
+    x = next(iter(batches.epoch(0)))[0]
+    with torch.no_grad():
+        logits = run.model(x).double()
+    for name in ("msp", "max_logit", "energy"):
+        det = build_detector(name)
+        assert torch.equal(det.score(run.model, x, logits), det.score(run.model, x))
+    assert rows[0]["in_acc"] > 0.5
+
+
 def test_eval_ood_cli_stores_rows_and_the_report_has_the_section(trained_runs, data_root, tmp_path, capsys):
     from encouraging.cli import main
 

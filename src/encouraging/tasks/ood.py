@@ -1,9 +1,10 @@
 """OOD detection of a trained run: detectors, the in-distribution test set against OOD sets, rows and a report section.
 
 Every detector has one interface: ``fit(model, batches)`` (a no-op except for Mahalanobis) and
-``score(model, x) -> (N,)`` with **higher = more in-distribution**, for normalized batches ``x`` as the run's
-batch sources give them. Scores come from pytorch-ood's score functions (which return outlier scores, higher =
-more OOD; we negate them):
+``score(model, x, logits=None) -> (N,)`` with **higher = more in-distribution**, for normalized batches ``x`` as
+the run's batch sources give them; ``logits`` (the model's float64 logits of ``x``, when already computed) spare
+the logit-based detectors a forward pass, so an evaluation runs the model once per batch for all of them.
+Scores come from pytorch-ood's score functions (which return outlier scores, higher = more OOD; we negate them):
 
 =============  ===========================================================================================
 ``msp``        max softmax probability ``max_k softmax(f)_k`` (Hendrycks & Gimpel 2017)
@@ -58,7 +59,8 @@ class Detector:
         """Fit on in-distribution training batches ``(x, y)``; detectors without parameters do nothing."""
         return self
 
-    def score(self, model: nn.Module, x: Tensor) -> Tensor:
+    def score(self, model: nn.Module, x: Tensor, logits: Tensor | None = None) -> Tensor:
+        """Scores of the batch ``x``; ``logits`` are ``model(x)`` in float64 if the caller has them."""
         raise NotImplementedError
 
     def params(self) -> str:
@@ -73,10 +75,10 @@ class LogitDetector(Detector):
         self.name, self.fn, self._params = name, fn, params
 
     @torch.no_grad()
-    def score(self, model: nn.Module, x: Tensor) -> Tensor:
+    def score(self, model: nn.Module, x: Tensor, logits: Tensor | None = None) -> Tensor:
         # float64: a softmax of large-margin logits rounds to exactly 1.0 in float32 (margins above ~17), which
         # would turn a confident model's MSP into ties; float64 keeps them apart up to margins of ~36
-        return self.fn(model(x).double())
+        return self.fn(model(x).double() if logits is None else logits.double())
 
     def params(self) -> str:
         return self._params
@@ -92,7 +94,7 @@ class ODIN(Detector):
             raise ValueError(f"odin needs temperature > 0 and eps >= 0, got {temperature} and {eps}")
         self.temperature, self.eps, self.norm_std = temperature, eps, norm_std
 
-    def score(self, model: nn.Module, x: Tensor) -> Tensor:
+    def score(self, model: nn.Module, x: Tensor, logits: Tensor | None = None) -> Tensor:
         from pytorch_ood.detector import MaxSoftmax, odin_preprocessing
 
         # norm_std divides the step per channel, so eps is in [0, 1] pixel units on normalized inputs
@@ -121,7 +123,7 @@ class Mahalanobis(Detector):
         return self
 
     @torch.no_grad()
-    def score(self, model: nn.Module, x: Tensor) -> Tensor:
+    def score(self, model: nn.Module, x: Tensor, logits: Tensor | None = None) -> Tensor:
         return -self.detector.predict_features(features(model, x).float())
 
     def params(self) -> str:
@@ -245,12 +247,21 @@ def eval_batches(run: LoadedRun, limit: int = 0, *, raw: bool = False) -> Tensor
                          image_size=test.image_size, device=test.device, out_device=test.out_device)
 
 
-def _scores(detectors: list[Detector], model: nn.Module, batches: Any) -> dict[str, Tensor]:
+def _scores(detectors: list[Detector], model: nn.Module, batches: Any) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    """Every detector's scores over one pass of ``batches``, with the float64 logits and the labels of that pass.
+
+    The model runs once per batch and its logits go to every detector (the logit-based ones need nothing else).
+    """
     out: dict[str, list[Tensor]] = {d.name: [] for d in detectors}
-    for x, _ in batches.epoch(0):
+    all_logits, all_labels = [], []
+    for x, y in batches.epoch(0):
+        with torch.no_grad():
+            logits = model(x).double()
+        all_logits.append(logits.cpu())
+        all_labels.append(y.cpu())
         for d in detectors:
-            out[d.name].append(d.score(model, x).detach().double().cpu())
-    return {k: torch.cat(v) for k, v in out.items()}
+            out[d.name].append(d.score(model, x, logits).detach().double().cpu())
+    return {k: torch.cat(v) for k, v in out.items()}, torch.cat(all_logits), torch.cat(all_labels)
 
 
 # ----------------------------------------------------------------------------------------------------- evaluation
@@ -296,16 +307,13 @@ def evaluate_ood(run: LoadedRun, ood: list[str], *, detectors: list[str] | None 
     model = run.model.eval()
     for d in dets:
         d.fit(model, run.data.train_eval)
-    id_batches = eval_batches(run, limit)
-    with torch.no_grad():
-        logits, labels = zip(*[(model(x).double().cpu(), y.cpu()) for x, y in id_batches.epoch(0)], strict=True)
-    probs, target = torch.cat(logits).softmax(1), torch.cat(labels)
+    score_in, logits, target = _scores(dets, model, eval_batches(run, limit))
+    probs = logits.softmax(1)
     in_acc = float((probs.argmax(1) == target).double().mean())
     ece = expected_calibration_error(probs, target)
-    score_in = _scores(dets, model, id_batches)
     rows, hists = [], []
     for name in ood:
-        score_out = _scores(dets, model, ood_batches(run, name, data_root=data_root, limit=limit))
+        score_out = _scores(dets, model, ood_batches(run, name, data_root=data_root, limit=limit))[0]
         for d in dets:
             m = ood_metrics(score_in[d.name], score_out[d.name], positive=positive)
             rows.append({"ood_dataset": name, "detector": d.name, "detector_params": d.params(),

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ._checks import check_floating, check_reduction
 from .bonus import bonus_value, get_bonus
 from .functional import bonus_params
+from .modules import BonusOptions
 
 
 def _check_broadcast(name: str, tensor: Tensor | None, shape: torch.Size) -> None:
@@ -93,7 +94,7 @@ def binary_encouraging_loss(
     return loss.to(input.dtype)
 
 
-class BinaryEncouragingLoss(nn.Module):
+class BinaryEncouragingLoss(BonusOptions):
     """Module form of :func:`binary_encouraging_loss`, a drop-in for ``nn.BCEWithLogitsLoss``."""
 
     def __init__(
@@ -109,21 +110,12 @@ class BinaryEncouragingLoss(nn.Module):
         bonus_start: float = 0.0,
         bonus_floor: float = 0.0,
     ) -> None:
-        super().__init__()
-        check_reduction(reduction)
-        bonus_params(bonus, log_end, bonus_scale, gamma, bonus_start, bonus_floor)
+        super().__init__(reduction, log_end, bonus_scale, bonus, gamma, bonus_start, bonus_floor)
         for name, tensor in (("weight", weight), ("pos_weight", pos_weight)):
             if tensor is not None:
                 check_floating(name, tensor)
         self.register_buffer("weight", weight)
         self.register_buffer("pos_weight", pos_weight)
-        self.reduction = reduction
-        self.log_end = log_end
-        self.bonus_scale = bonus_scale
-        self.bonus = bonus
-        self.gamma = gamma
-        self.bonus_start = bonus_start
-        self.bonus_floor = bonus_floor
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return binary_encouraging_loss(

@@ -9,18 +9,34 @@ from ._checks import check_class_vector, check_range, check_reduction
 from .functional import LossParts, bonus_params, encouraging_loss_parts, resolve_bonus_weight
 
 
-class EncouragingOptions(nn.Module):
-    """The options :class:`EncouragingLoss` and :class:`~encouraging.losses.LinearEncouragingLoss` share, checked
-    once and stored as plain attributes (so a schedule can change them); the class weights are a buffer named
-    ``weight_name``, and a tensor ``bonus_weight`` is a buffer too."""
+class BonusOptions(nn.Module):
+    """The reduction and bonus options of every encouraging-loss module, checked once and stored as plain
+    attributes, so a :class:`~encouraging.losses.BonusSchedule` can change ``bonus_scale`` or ``log_end``."""
+
+    def __init__(self, reduction: str, log_end: float, bonus_scale: float, bonus: str, gamma: float,
+                 bonus_start: float, bonus_floor: float) -> None:
+        super().__init__()
+        check_reduction(reduction)
+        bonus_params(bonus, log_end, bonus_scale, gamma, bonus_start, bonus_floor)
+        self.reduction = reduction
+        self.log_end = log_end
+        self.bonus_scale = bonus_scale
+        self.bonus = bonus
+        self.gamma = gamma
+        self.bonus_start = bonus_start
+        self.bonus_floor = bonus_floor
+
+
+class EncouragingOptions(BonusOptions):
+    """The options :class:`EncouragingLoss` and :class:`~encouraging.losses.LinearEncouragingLoss` share: the
+    bonus options, label smoothing and ignore_index; the class weights are a buffer named ``weight_name``, and a
+    tensor ``bonus_weight`` is a buffer too."""
 
     def __init__(self, weight_name: str, weight: Tensor | None, ignore_index: int, reduction: str,
                  label_smoothing: float, log_end: float, bonus_scale: float, bonus: str, gamma: float,
                  bonus_start: float, bonus_weight: Tensor | str | None, bonus_floor: float) -> None:
-        super().__init__()
-        check_reduction(reduction)
+        super().__init__(reduction, log_end, bonus_scale, bonus, gamma, bonus_start, bonus_floor)
         check_range("label_smoothing", label_smoothing, 0.0, 1.0)
-        bonus_params(bonus, log_end, bonus_scale, gamma, bonus_start, bonus_floor)
         check_class_vector(weight_name, weight)
         self.register_buffer(weight_name, weight)
         resolve_bonus_weight(bonus_weight, weight)
@@ -29,14 +45,7 @@ class EncouragingOptions(nn.Module):
         else:
             self.bonus_weight = bonus_weight
         self.ignore_index = ignore_index
-        self.reduction = reduction
         self.label_smoothing = label_smoothing
-        self.log_end = log_end
-        self.bonus_scale = bonus_scale
-        self.bonus = bonus
-        self.gamma = gamma
-        self.bonus_start = bonus_start
-        self.bonus_floor = bonus_floor
 
     def extra_repr(self) -> str:
         return (f"log_end={self.log_end}, bonus_scale={self.bonus_scale}, bonus={self.bonus!r}, "

@@ -33,15 +33,16 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from encouraging import __version__  # noqa: E402
+from encouraging import __version__, load_plugins  # noqa: E402
 from encouraging.data import load_image_dataset  # noqa: E402
 from encouraging.engine.batches import TensorBatches  # noqa: E402
 from encouraging.engine.config import apply_overrides, load_config  # noqa: E402
-from encouraging.engine.distributed import World  # noqa: E402
+from encouraging.engine.task import DataStats, Prepared, build_task  # noqa: E402
 from encouraging.engine.trainer import Trainer  # noqa: E402
+from encouraging.experiment.provenance import hardware  # noqa: E402
 from encouraging.models import create_model  # noqa: E402
-from encouraging.tasks import get_task  # noqa: E402
-from encouraging.tasks.runner import hardware  # noqa: E402
+
+load_plugins()
 
 
 def _sync(device: torch.device) -> None:
@@ -70,7 +71,8 @@ def overhead(device: torch.device, repeats: int, steps: int, model_name: str) ->
     model = create_model(model_name, num_classes=10, in_channels=1, image_size=28).to(device)
     batches = TensorBatches(x, y, batch, train=True, shuffle=False, mean=data.info.mean, std=data.info.std,
                             device=device)
-    trainer = Trainer(cfg, model, nn.CrossEntropyLoss(), batches, batches, device=device, quiet=True)
+    prepared = Prepared(model, batches, batches, DataStats(10))
+    trainer = Trainer(build_task(cfg, device), prepared, nn.CrossEntropyLoss(), quiet=True)
     xs = torch.cat([bx for bx, _ in batches.epoch(0)])  # the same normalised pixels, prepared once
     ys = torch.cat([by for _, by in batches.epoch(0)])
     bare_opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -94,9 +96,9 @@ def overhead(device: torch.device, repeats: int, steps: int, model_name: str) ->
 def timed_epochs(cfg, device: torch.device, epochs: int) -> tuple[Any, list[float]]:
     """Prepare the recipe's task and time ``epochs`` training epochs of the engine (seconds each)."""
     torch.manual_seed(0)
-    prepared = get_task(cfg.task).prepare(cfg, device, World())
-    trainer = Trainer(cfg, prepared.model, nn.CrossEntropyLoss(), prepared.train, prepared.test, device=device,
-                      quiet=True)
+    task = build_task(cfg, device)
+    prepared = task.setup()
+    trainer = Trainer(task, prepared, nn.CrossEntropyLoss(), quiet=True)
     times = []
     for epoch in range(epochs):
         _sync(device)

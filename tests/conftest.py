@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from encouraging import load_plugins
+
+load_plugins()  # the built-in tasks and report sections, as the CLI loads them
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
@@ -46,7 +50,7 @@ def trained_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     if root is None:
         pytest.skip("offline datasets not found (../shared/data or $ENCOURAGING_DATA)")
     from encouraging.engine.config import load_config
-    from encouraging.tasks.runner import grid, run_dir_for
+    from encouraging.experiment.runner import grid, run_dir_for
 
     folder = tmp_path_factory.mktemp("trained")
     recipe = folder / "tiny.yaml"

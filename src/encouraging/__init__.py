@@ -20,6 +20,7 @@ from .losses import (
     linear_encouraging_loss,
     poly_loss,
 )
+from .plugins import load_plugins
 
 __version__ = "0.1.0"
 
@@ -38,5 +39,6 @@ __all__ = [
     "focal_loss",
     "halted_focal_loss",
     "linear_encouraging_loss",
+    "load_plugins",
     "poly_loss",
 ]

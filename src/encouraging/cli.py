@@ -125,7 +125,10 @@ def _print_table(db: Path, recipe: str | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import load_plugins
+
     args, overrides = _parser().parse_known_args(argv)
+    load_plugins()
     if args.command == "list":
         return _list(args.what)
     if args.command == "analyze":
@@ -133,16 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "eval":
         return _eval(args)
     if args.command == "report":
-        from . import analysis  # noqa: F401  (registers the analyses section)
         from .results import write_report
-        from .tasks import adversarial, ood  # noqa: F401  (register their report sections)
 
         path = write_report(args.db, args.out, html=args.html)
         print(f"report: {path}")
         return 0
 
-    from . import tasks  # noqa: F401  (registers the tasks)
-    from .tasks.runner import grid, run
+    from .experiment import grid, run
 
     cfg = _load(args, overrides)
     db = Path(args.db) if args.db else Path(args.out) / "results.db"
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg.train.seed = args.seed
         final = run(cfg, out_dir=args.out, db=db, resume=args.resume, quiet=args.quiet)
         if final is not None:
-            print({k: round(v, 6) for k, v in final.items()})
+            print({k: round(v, 6) if isinstance(v, float) else v for k, v in final.items()})
         return 0
 
     from .engine.criteria import split_loss_specs
@@ -168,9 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         path = analyze(runs, Path(args.report or args.out) / "analysis", db=db, quiet=args.quiet)
         print(f"analyses: {path}")
     if args.report:
-        from . import analysis  # noqa: F401  (registers the analyses section)
         from .results import write_report
-        from .tasks import adversarial, ood  # noqa: F401  (register their report sections)
 
         print(f"report: {write_report(db, args.report)}")
     return 0
@@ -178,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _analyze(args: argparse.Namespace) -> int:
     from .analysis import AnalysisConfig, analyze
-    from .tasks.evaluation import resolve_runs
+    from .experiment.evaluate import resolve_runs
 
     try:
         runs, db = resolve_runs(args.runs, args.recipe)
@@ -193,7 +191,7 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .tasks.evaluation import eval_attacks, eval_ood
+    from .experiment.evaluate import eval_attacks, eval_ood
 
     common = dict(limit=args.limit, recipe=args.recipe, db=args.db, out=args.out or f"eval-{args.kind}",
                   device=args.device, data_root=args.data_root, quiet=args.quiet)
@@ -234,15 +232,15 @@ def _floats(text: str, flag: str) -> list[float]:
 
 def _list(what: str) -> int:
     if what == "losses":
-        from .engine.criteria import PRESETS
+        from .engine.criteria import get_loss, list_losses
 
-        rows = [(p.name, p.description) for p in PRESETS.values()]
+        rows = [(n, get_loss(n).description) for n in list_losses()]
     elif what == "bonuses":
         from .losses import get_bonus, list_bonuses
 
         rows = [(n, get_bonus(n).description) for n in list_bonuses()]
     elif what == "tasks":
-        from .tasks import get_task, list_tasks
+        from .engine.task import get_task, list_tasks
 
         rows = [(n, get_task(n).description) for n in list_tasks()]
     elif what == "datasets":

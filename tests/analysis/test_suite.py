@@ -19,7 +19,7 @@ from encouraging.analysis import (
 )
 from encouraging.cli import main
 from encouraging.results import ResultsStore, write_report
-from encouraging.tasks import load_run
+from encouraging.experiment import load_run
 
 FAST = AnalysisConfig(grad_examples=64)
 

@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from encouraging.engine.config import Config, apply_overrides
-from encouraging.tasks.runner import run
+from encouraging.experiment.runner import run
 
 
 def _tree(root, per_class):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from encouraging.engine.config import Config, apply_overrides
-from encouraging.tasks.runner import run, run_dir_for
+from encouraging.experiment.runner import run, run_dir_for
 
 FAST = ["--name=t", "--data.dataset=mnist", "--data.train_subset=1024", "--data.test_subset=500",
         "--data.batch_size=64", "--model.name=mlp", "--optim.lr=0.05", "--train.epochs=3", "--train.threads=1"]

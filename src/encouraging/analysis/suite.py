@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
+from ..experiment.evaluate import store_for
+from ..experiment.loading import LoadedRun, load_run
 from ..results import Doc
-from ..tasks import LoadedRun, load_run
-from ..tasks.evaluation import store_for
 from .energy import energy_rows
 from .gradients import gradient_rows, per_example_grad_norms
 from .margins import margin_rows

@@ -22,25 +22,6 @@ import yaml
 
 
 @dataclass
-class DataConfig:
-    dataset: str = "mnist"  # registry name (`encouraging list datasets`) or an array folder
-    root: str | None = None  # data root; default: $ENCOURAGING_DATA, then the user cache dir
-    download: bool = False  # fetch through torchvision when the data is not found locally
-    test_set: str = "default"  # dataset-specific choice (CIFAR-10: default = JPEG 10k, exact1000)
-    train_subset: int = 0  # keep this many training examples (0 = all), a fixed random subset
-    test_subset: int = 0  # keep this many test examples (0 = all)
-    batch_size: int = 128  # per process; the global batch is batch_size x world size
-    eval_batch_size: int = 1000
-    shuffle: bool = True  # the paper's adversarial MNIST recipe trains without shuffling
-    augment: str = "none"  # none | flip | crop | flip_crop (batched, on device)
-    crop_padding: int = 4  # pixels of padding for random crops
-    normalize: bool = True  # per-channel mean/std; false keeps pixels in [0, 1] (adversarial recipes)
-    image_size: int = 0  # resize batches to this side (0 = native), e.g. 224 for the paper's CIFAR recipe
-    in_memory: bool = True  # keep tensors on the device (folders always use a DataLoader)
-    num_workers: int = 2  # DataLoader workers (folder datasets)
-
-
-@dataclass
 class ModelConfig:
     name: str = "small_cnn"  # registry name (`encouraging list models`) or timm:<name>
     kwargs: dict = field(default_factory=dict)  # passed to the model's constructor
@@ -101,23 +82,99 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model
     deterministic: bool = False  # deterministic algorithms (slower on GPU)
     threads: int = 0  # torch CPU threads (0 = torch's default)
+    patience: int = 0  # early stopping: stop after this many epochs without a better validation metric (0 = off)
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
 
 
 @dataclass
 class Config:
     name: str = "unnamed"  # recipe name: runs of one recipe are compared in reports
-    task: str = "image"
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    task: str = "image"  # registered task (`encouraging list tasks`); it owns the `data` and `model` sections
+    data: Any = None  # the task's data section (its `data_config`); None: the task's defaults
+    model: Any = None  # the task's model section (its `model_config`)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        data_cls, model_cls = task_sections(self.task)
+        self.data = _section(self.data, data_cls, "data")
+        self.model = _section(self.model, model_cls, "model")
 
-# Fields that say where or how fast things run, not what is computed: left out of the recipe hash.
-UNHASHED = {"train.seed", "train.device", "train.threads", "data.root", "data.download", "data.num_workers",
-            "data.in_memory", "data.eval_batch_size"}
+
+# --- task sections -------------------------------------------------------------------------------------------------
+# Each task registers the dataclasses of its `data` and `model` sections (engine.task.register_task does it), so
+# the engine checks every task's fields without knowing any task.
+
+_SECTIONS: dict[str, tuple[type, type]] = {}
+
+
+def register_sections(task: str, data: type, model: type = ModelConfig) -> None:
+    for cls in (data, model):
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"task {task!r}: config sections must be dataclasses, got {cls!r}")
+    _SECTIONS[task] = (data, model)
+
+
+def task_sections(task: str) -> tuple[type, type]:
+    try:
+        return _SECTIONS[task]
+    except KeyError:
+        hint = "" if _SECTIONS else " (no task is registered: call encouraging.load_plugins() first)"
+        raise ValueError(f"config key 'task' must be one of {sorted(_SECTIONS)}, got {task!r}{hint}") from None
+
+
+def _section(value: Any, cls: type, name: str) -> Any:
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, dict):  # dataclasses.replace() and asdict() round trips
+        section = cls()
+        for key, item in value.items():
+            set_value(section, key, item, prefix=name)
+        return section
+    raise TypeError(f"config section {name!r} of this task must be {cls.__name__}, got {type(value).__name__}")
+
+
+# --- the recipe hash -----------------------------------------------------------------------------------------------
+
+# Fields that say where or how fast things run, not what is computed, never enter the hash. A task marks its own
+# with ``field(..., metadata={"hash": False})`` (data roots, worker counts, evaluation batch sizes).
+UNHASHED = {"train.seed", "train.device", "train.threads"}
+
+# The fields of hash version 1: they always enter the hash, so recipes hashed then keep their hashes (and their
+# finished runs stay finished). Every field added since enters only when its value differs from its default, so a
+# new field never re-hashes an existing recipe. ``train.adversarial.*`` enters only when an attack is on.
+HASH_V1_KEYS = frozenset("""
+    name task data.dataset data.test_set data.train_subset data.test_subset data.batch_size data.shuffle
+    data.augment data.crop_padding data.normalize data.image_size model.name model.kwargs optim.name optim.lr
+    optim.momentum optim.nesterov optim.weight_decay optim.betas optim.schedule optim.milestones optim.gamma
+    optim.step_epochs optim.warmup_epochs optim.grad_clip loss.name loss.log_end loss.bonus_scale loss.bonus
+    loss.gamma loss.bonus_start loss.bonus_floor loss.label_smoothing loss.epsilon loss.focal_gamma loss.halt
+    loss.schedule loss.schedule_length loss.defer loss.schedule_target train.epochs train.amp train.compile
+    train.deterministic train.adversarial.attack train.adversarial.eps train.adversarial.alpha
+    train.adversarial.steps train.adversarial.random_start
+""".split())
+
+
+def config_hash(cfg: Config) -> str:
+    """A short stable hash of everything that determines the result (seed and locations excluded).
+
+    It covers the fields of :data:`HASH_V1_KEYS` and every other field whose value is not its default.
+    """
+    defaults = dict(_leaves(Config(task=cfg.task)))
+    adversarial = cfg.train.adversarial.attack != "none"
+    flat = {}
+    for key, value in _leaves(cfg, hashed_only=True):
+        if key.startswith("train.adversarial.") and not adversarial:
+            continue
+        if key in HASH_V1_KEYS or value != defaults.get(key):
+            flat[key] = value
+    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+# --- reading and writing -------------------------------------------------------------------------------------------
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
@@ -125,11 +182,25 @@ def to_dict(cfg: Config) -> dict[str, Any]:
 
 
 def from_dict(data: dict[str, Any], base: Config | None = None) -> Config:
-    """Build a config from a nested dict (a YAML file's content); unknown keys raise with the valid ones."""
-    cfg = copy.deepcopy(base) if base is not None else Config()
-    for key, value in _flatten(data).items():
-        set_value(cfg, key, value)
+    """Build a config from a nested dict (a YAML file's content); unknown keys raise with the valid ones.
+
+    ``task`` is read first: it decides which fields the ``data`` and ``model`` sections have.
+    """
+    cfg = copy.deepcopy(base) if base is not None else Config(task=data.get("task", "image"))
+    if base is not None and "task" in data:
+        set_value(cfg, "task", data["task"])
+    _set_nested(cfg, {k: v for k, v in data.items() if k != "task"}, "")
     return cfg
+
+
+def _set_nested(target: Any, data: dict[str, Any], prefix: str) -> None:
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        current = getattr(target, key, None) if isinstance(key, str) else None
+        if isinstance(value, dict) and dataclasses.is_dataclass(current):
+            _set_nested(current, value, dotted + ".")
+        else:
+            set_value(target, key, value, prefix=prefix.rstrip("."))
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
@@ -145,67 +216,81 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
-    """Apply ``--section.key=value`` (or ``section.key=value``) strings; values are parsed as YAML scalars."""
+    """Apply ``--section.key=value`` (or ``section.key=value``) strings; values are parsed as YAML scalars.
+
+    A ``--task=...`` override is applied first: the other keys are checked against that task's sections.
+    """
     cfg = copy.deepcopy(cfg)
+    parsed = []
     for item in overrides:
         text = item[2:] if item.startswith("--") else item
         if "=" not in text:
             raise ValueError(f"override must look like --section.key=value, got {item!r}")
         key, raw = text.split("=", 1)
-        set_value(cfg, key.strip(), yaml.safe_load(raw) if raw != "" else "", raw=raw)
+        parsed.append((key.strip(), raw))
+    parsed.sort(key=lambda kv: kv[0] != "task")
+    for key, raw in parsed:
+        set_value(cfg, key, yaml.safe_load(raw) if raw != "" else "", raw=raw)
     return cfg
 
 
-def set_value(cfg: Config, key: str, value: Any, raw: str | None = None) -> None:
+def set_value(cfg: Any, key: str, value: Any, raw: str | None = None, prefix: str = "") -> None:
     """Set a dotted key, checking that it exists and that the value has the field's type.
 
     ``raw`` is the override's text: a string field takes it as written (YAML would read ``off`` as False).
+    Setting ``task`` gives the config that task's ``data`` and ``model`` sections (fields of the same name keep
+    their values).
     """
     *path, name = key.split(".")
     target: Any = cfg
     for i, part in enumerate(path):
         valid = [f.name for f in dataclasses.fields(target)]
         if part not in valid or not dataclasses.is_dataclass(getattr(target, part)):
-            raise ValueError(f"unknown config section {'.'.join(path[:i + 1])!r}; valid: {_sections(target)}")
+            where = ".".join(filter(None, [prefix, *path[:i + 1]]))
+            raise ValueError(f"unknown config section {where!r}; valid: {_sections(target)}")
         target = getattr(target, part)
     fields = {f.name: f for f in dataclasses.fields(target)}
+    full = ".".join(filter(None, [prefix, key]))
     if name not in fields or dataclasses.is_dataclass(getattr(target, name)):
-        prefix = ".".join(path)
-        valid = sorted(f"{prefix}.{n}" if prefix else n for n in fields)
-        raise ValueError(f"unknown config key {key!r}; valid keys here: {valid}")
+        where = ".".join(filter(None, [prefix, *path]))
+        valid = sorted(f"{where}.{n}" if where else n for n in fields)
+        raise ValueError(f"unknown config key {full!r}; valid keys here: {valid}")
     hint = typing.get_type_hints(type(target))[name]
     takes_text = str in (hint, *typing.get_args(hint))
     if raw is not None and takes_text and not (value is None and raw.strip() in ("null", "~")):
         value = raw
-    setattr(target, name, _coerce(key, value, hint))
+    value = _coerce(full, value, hint)
+    if isinstance(target, Config) and name == "task" and value != target.task:
+        _switch_task(target, value)
+        return
+    setattr(target, name, value)
 
 
-def config_hash(cfg: Config) -> str:
-    """A short stable hash of everything that determines the result (seed and locations excluded).
-
-    ``train.adversarial`` enters only when it is on, so recipes without it keep the hashes they had before the
-    section existed (their finished runs stay finished).
-    """
-    flat = {k: v for k, v in _flatten(to_dict(cfg)).items() if k not in UNHASHED}
-    if cfg.train.adversarial.attack == "none":
-        flat = {k: v for k, v in flat.items() if not k.startswith("train.adversarial.")}
-    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:12]
+def _switch_task(cfg: Config, task: str) -> None:
+    data_cls, model_cls = task_sections(task)
+    old = {"data": cfg.data, "model": cfg.model}
+    cfg.task = task
+    for section, cls in (("data", data_cls), ("model", model_cls)):
+        new = cls()
+        names = {f.name for f in dataclasses.fields(cls)}
+        for f in dataclasses.fields(old[section]):
+            if f.name in names:
+                setattr(new, f.name, getattr(old[section], f.name))
+        setattr(cfg, section, new)
 
 
 def save_config(cfg: Config, path: Path) -> None:
     path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        dotted = f"{prefix}{key}"
-        # a dict-valued field (model.kwargs) is a value, not a section
-        if isinstance(value, dict) and dotted not in {"model.kwargs"}:
-            out.update(_flatten(value, dotted + "."))
-        else:
-            out[dotted] = value
-    return out
+def _leaves(obj: Any, prefix: str = "", hashed_only: bool = False):
+    """``(dotted key, value)`` of every leaf field; dict-valued fields (``model.kwargs``) are values."""
+    for f in dataclasses.fields(obj):
+        key, value = f"{prefix}{f.name}", getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _leaves(value, key + ".", hashed_only)
+        elif not hashed_only or (key not in UNHASHED and f.metadata.get("hash", True)):
+            yield key, copy.deepcopy(value)
 
 
 def _sections(obj: Any) -> list[str]:

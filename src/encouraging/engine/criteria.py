@@ -1,14 +1,23 @@
-"""Named training losses (``ce``, ``ce_ls``, ``el``, ...) built from a :class:`LossConfig`.
+"""The loss registry: each training loss of a grid (``ce``, ``el``, ``poly1``, ...) is one :class:`LossPreset`.
 
-A loss spec on the command line is a preset name with optional field overrides, e.g. ``el(log_end=1.0)``. Each
-preset resolves to a canonical :class:`LossConfig` (fields it does not use reset to their defaults), so equal
-losses get equal recipe hashes, and to a short label for tables (``EL (LE=0.75)``).
+A preset names the :class:`LossConfig` fields it reads, builds its module from the config and the training-set
+statistics (:class:`~encouraging.engine.task.DataStats`: class counts for LDAM, logit adjustment, class-balanced
+weights), and labels itself for tables. A loss spec on the command line is a preset name with optional field
+overrides, e.g. ``el(log_end=1.0)``; it resolves to a canonical config (fields the preset does not use reset to
+their defaults), so equal losses get equal recipe hashes. The runner stores each run's label and
+:func:`loss_params` with it; reports display those and re-derive nothing.
+
+Adding a loss is one :func:`register_loss` call (fields it needs that :class:`LossConfig` lacks are added there,
+with a default that switches them off, so no existing recipe is re-hashed).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import fnmatch
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import yaml
 from torch import nn
@@ -16,34 +25,60 @@ from torch import nn
 from ..losses import BonusSchedule, EncouragingLoss, FocalLoss, HaltedFocalLoss, PolyLoss
 from .config import LossConfig
 
-_BONUS_FIELDS = ("log_end", "bonus_scale", "bonus", "gamma", "bonus_start", "bonus_floor", "schedule",
-                 "schedule_length", "defer", "schedule_target")
-DEFAULT_SMOOTHING = 0.1
+BONUS_FIELDS = ("log_end", "bonus_scale", "bonus", "gamma", "bonus_start", "bonus_floor", "schedule",
+                "schedule_length", "defer", "schedule_target")
 
 
 @dataclass(frozen=True)
 class LossPreset:
+    """One named training loss.
+
+    Args:
+        name: the registry name used in configs and specs.
+        description: one line for ``encouraging list losses``.
+        uses: the :class:`LossConfig` fields it reads; the others are reset to their defaults.
+        build: ``(cfg, stats) -> nn.Module`` taking ``(logits, target)``; ``stats`` may be None outside a run.
+        label: ``cfg -> str``, the row label of tables (``EL (LE=0.75)``).
+        defaults: values it gives used fields left at :class:`LossConfig`'s default (``ce_ls``: smoothing 0.1).
+        shown: used fields always recorded with a run; the others are recorded when switched on (not default).
+        scheduled: whether the bonus schedule (``defer``, ramps of ``bonus_scale`` or ``log_end``) applies.
+    """
+
     name: str
     description: str
-    uses: tuple[str, ...]  # LossConfig fields that matter for this preset
+    uses: tuple[str, ...]
+    build: Callable[[LossConfig, Any], nn.Module]
+    label: Callable[[LossConfig], str]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    shown: tuple[str, ...] = ()
+    scheduled: bool = False
 
 
-PRESETS = {
-    p.name: p
-    for p in (
-        LossPreset("ce", "cross-entropy", ()),
-        LossPreset("ce_ls", "label-smoothed cross-entropy", ("label_smoothing",)),
-        LossPreset("el", "encouraging loss", _BONUS_FIELDS + ("label_smoothing",)),
-        LossPreset("el_ls", "encouraging loss with label smoothing", _BONUS_FIELDS + ("label_smoothing",)),
-        LossPreset("poly1", "Poly-1 (cross-entropy + epsilon (1 - p))", ("epsilon", "label_smoothing")),
-        LossPreset("focal", "softmax focal loss", ("focal_gamma",)),
-        LossPreset("hfl", "halted focal loss", ("focal_gamma", "halt")),
-    )
-}
+_LOSSES: dict[str, LossPreset] = {}
 
 
-def list_losses() -> list[str]:
-    return sorted(PRESETS)
+def register_loss(preset: LossPreset) -> LossPreset:
+    unknown = sorted(set(preset.uses) - {f.name for f in dataclasses.fields(LossConfig)})
+    if unknown:
+        raise ValueError(f"loss {preset.name!r} uses fields LossConfig does not have: {unknown}")
+    if preset.name in _LOSSES:
+        raise ValueError(f"loss {preset.name!r} is already registered")
+    _LOSSES[preset.name] = preset
+    return preset
+
+
+def list_losses(filter: str = "*") -> list[str]:
+    return sorted(n for n in _LOSSES if fnmatch.fnmatch(n, filter))
+
+
+def get_loss(name: str) -> LossPreset:
+    try:
+        return _LOSSES[name]
+    except KeyError:
+        raise ValueError(f"loss must be one of {list_losses()}, got {name!r}") from None
+
+
+# --- specs and canonical configs -----------------------------------------------------------------------------------
 
 
 def parse_loss_spec(spec: str, base: LossConfig | None = None) -> LossConfig:
@@ -54,10 +89,10 @@ def parse_loss_spec(spec: str, base: LossConfig | None = None) -> LossConfig:
     if rest:
         if not rest.endswith(")"):
             raise ValueError(f"loss spec must look like name(key=value, ...), got {spec!r}")
+        valid = sorted(f.name for f in dataclasses.fields(LossConfig) if f.name != "name")
         for item in filter(None, (s.strip() for s in rest[:-1].split(","))):
             key, sep, raw = item.partition("=")
-            if not sep or key.strip() not in {f.name for f in dataclasses.fields(LossConfig)} - {"name"}:
-                valid = sorted(f.name for f in dataclasses.fields(LossConfig) if f.name != "name")
+            if not sep or key.strip() not in valid:
                 raise ValueError(f"bad loss option {item!r} in {spec!r}; valid keys: {valid}")
             value = yaml.safe_load(raw)
             field_type = type(getattr(cfg, key.strip()))
@@ -80,65 +115,99 @@ def split_loss_specs(text: str) -> list[str]:
 
 
 def canonical(cfg: LossConfig) -> LossConfig:
-    """Reset the fields the preset does not use; give the smoothed presets their default smoothing."""
-    if cfg.name not in PRESETS:
-        raise ValueError(f"loss must be one of {list_losses()}, got {cfg.name!r}")
+    """Reset the fields the preset does not use; fill the preset's own defaults."""
+    preset = get_loss(cfg.name)
     defaults = LossConfig()
-    used = PRESETS[cfg.name].uses
-    values = {f.name: getattr(cfg, f.name) if f.name in used else getattr(defaults, f.name)
-              for f in dataclasses.fields(LossConfig) if f.name != "name"}
-    if cfg.name in ("ce_ls", "el_ls") and values["label_smoothing"] == 0.0:
-        values["label_smoothing"] = DEFAULT_SMOOTHING
+    values = {}
+    for f in dataclasses.fields(LossConfig):
+        if f.name == "name":
+            continue
+        value = getattr(cfg, f.name) if f.name in preset.uses else getattr(defaults, f.name)
+        if f.name in preset.defaults and value == getattr(defaults, f.name):
+            value = preset.defaults[f.name]
+        values[f.name] = value
     return LossConfig(name=cfg.name, **values)
 
 
 def loss_label(cfg: LossConfig) -> str:
     """A short human label, e.g. ``EL (LE=0.75)`` or ``CE+LS (0.1)``."""
     cfg = canonical(cfg)
-    ls = f", LS={cfg.label_smoothing:g}" if cfg.label_smoothing else ""
-    if cfg.name in ("el", "el_ls"):
-        extra = f"LE={cfg.log_end:g}" if cfg.bonus == "log" else f"{cfg.bonus}"
-        if cfg.bonus == "power":
-            extra += f" gamma={cfg.gamma:g}"
-        if cfg.bonus_scale != 1.0:
-            extra += f", rho={cfg.bonus_scale:g}"
-        if cfg.bonus_start:
-            extra += f", start={cfg.bonus_start:g}"
-        if cfg.bonus_floor:
-            extra += f", floor={cfg.bonus_floor:g}"
-        if cfg.defer or cfg.schedule != "constant":
-            extra += f", {cfg.schedule} defer={cfg.defer:g}"
-        return f"EL ({extra}{ls})"
-    return {
-        "ce": "CE",
-        "ce_ls": f"CE+LS ({cfg.label_smoothing:g})",
-        "poly1": f"Poly-1 (eps={cfg.epsilon:g}{ls})",
-        "focal": f"Focal (gamma={cfg.focal_gamma:g})",
-        "hfl": f"HFL (gamma={cfg.focal_gamma:g}, halt={cfg.halt:g})",
-    }[cfg.name]
+    return get_loss(cfg.name).label(cfg)
 
 
-def build_criterion(cfg: LossConfig) -> nn.Module:
-    """The training loss as a module; CE presets are EncouragingLoss with the bonus off (same computation)."""
+def loss_params(cfg: LossConfig) -> dict[str, Any]:
+    """What a run records of its loss: the preset's ``shown`` fields and its other used fields that are on."""
     cfg = canonical(cfg)
-    if cfg.name in ("ce", "ce_ls"):
-        return EncouragingLoss(label_smoothing=cfg.label_smoothing, bonus_scale=0.0)
-    if cfg.name in ("el", "el_ls"):
-        return EncouragingLoss(label_smoothing=cfg.label_smoothing, log_end=cfg.log_end, bonus_scale=cfg.bonus_scale,
-                               bonus=cfg.bonus, gamma=cfg.gamma, bonus_start=cfg.bonus_start,
-                               bonus_floor=cfg.bonus_floor)
-    if cfg.name == "poly1":
-        return PolyLoss(label_smoothing=cfg.label_smoothing, epsilon=cfg.epsilon)
-    if cfg.name == "focal":
-        return FocalLoss(gamma=cfg.focal_gamma)
-    return HaltedFocalLoss(gamma=cfg.focal_gamma, halt=cfg.halt)
+    preset, defaults = get_loss(cfg.name), LossConfig()
+    return {k: getattr(cfg, k) for k in preset.uses
+            if k in preset.shown or getattr(cfg, k) != getattr(defaults, k)}
+
+
+def build_criterion(cfg: LossConfig, stats: Any = None) -> nn.Module:
+    """The training loss as a module (``stats``: the training set's :class:`DataStats`, for presets needing it)."""
+    cfg = canonical(cfg)
+    return get_loss(cfg.name).build(cfg, stats)
 
 
 def build_schedule(cfg: LossConfig) -> BonusSchedule | None:
-    """The bonus schedule of an EL preset, or None when the bonus is constant from the start."""
+    """The bonus schedule of a scheduled preset, or None when the bonus is constant from the start."""
     cfg = canonical(cfg)
-    if cfg.name not in ("el", "el_ls") or (cfg.schedule == "constant" and cfg.defer == 0):
+    if not get_loss(cfg.name).scheduled or (cfg.schedule == "constant" and cfg.defer == 0):
         return None
     base = cfg.log_end if cfg.schedule_target == "log_end" else cfg.bonus_scale
     return BonusSchedule(cfg.schedule, length=cfg.schedule_length, defer=cfg.defer, target=cfg.schedule_target,
                          base=base)
+
+
+# --- the presets ---------------------------------------------------------------------------------------------------
+
+
+def _smoothing(cfg: LossConfig) -> str:
+    return f", LS={cfg.label_smoothing:g}" if cfg.label_smoothing else ""
+
+
+def _el_label(cfg: LossConfig) -> str:
+    extra = f"LE={cfg.log_end:g}" if cfg.bonus == "log" else f"{cfg.bonus}"
+    if cfg.bonus == "power":
+        extra += f" gamma={cfg.gamma:g}"
+    if cfg.bonus_scale != 1.0:
+        extra += f", rho={cfg.bonus_scale:g}"
+    if cfg.bonus_start:
+        extra += f", start={cfg.bonus_start:g}"
+    if cfg.bonus_floor:
+        extra += f", floor={cfg.bonus_floor:g}"
+    if cfg.defer or cfg.schedule != "constant":
+        extra += f", {cfg.schedule} defer={cfg.defer:g}"
+    return f"EL ({extra}{_smoothing(cfg)})"
+
+
+def _el(cfg: LossConfig, stats: Any) -> nn.Module:
+    return EncouragingLoss(label_smoothing=cfg.label_smoothing, log_end=cfg.log_end, bonus_scale=cfg.bonus_scale,
+                           bonus=cfg.bonus, gamma=cfg.gamma, bonus_start=cfg.bonus_start, bonus_floor=cfg.bonus_floor)
+
+
+def _ce(cfg: LossConfig, stats: Any) -> nn.Module:
+    # EncouragingLoss with the bonus off is F.cross_entropy (tested to float tolerance): one code path for both
+    return EncouragingLoss(label_smoothing=cfg.label_smoothing, bonus_scale=0.0)
+
+
+_EL_USES = BONUS_FIELDS + ("label_smoothing",)
+_LS = {"label_smoothing": 0.1}
+
+for _preset in (
+    LossPreset("ce", "cross-entropy", (), _ce, lambda c: "CE"),
+    LossPreset("ce_ls", "label-smoothed cross-entropy (smoothing 0.1 unless set)", ("label_smoothing",), _ce,
+               lambda c: f"CE+LS ({c.label_smoothing:g})", defaults=_LS, shown=("label_smoothing",)),
+    LossPreset("el", "encouraging loss", _EL_USES, _el, _el_label, shown=("log_end",), scheduled=True),
+    LossPreset("el_ls", "encouraging loss with label smoothing (0.1 unless set)", _EL_USES, _el, _el_label,
+               defaults=_LS, shown=("log_end", "label_smoothing"), scheduled=True),
+    LossPreset("poly1", "Poly-1 (cross-entropy + epsilon (1 - p))", ("epsilon", "label_smoothing"),
+               lambda c, s: PolyLoss(label_smoothing=c.label_smoothing, epsilon=c.epsilon),
+               lambda c: f"Poly-1 (eps={c.epsilon:g}{_smoothing(c)})", shown=("epsilon",)),
+    LossPreset("focal", "softmax focal loss", ("focal_gamma",), lambda c, s: FocalLoss(gamma=c.focal_gamma),
+               lambda c: f"Focal (gamma={c.focal_gamma:g})", shown=("focal_gamma",)),
+    LossPreset("hfl", "halted focal loss", ("focal_gamma", "halt"),
+               lambda c, s: HaltedFocalLoss(gamma=c.focal_gamma, halt=c.halt),
+               lambda c: f"HFL (gamma={c.focal_gamma:g}, halt={c.halt:g})", shown=("focal_gamma", "halt")),
+):
+    register_loss(_preset)

@@ -1,12 +1,18 @@
-"""The training loop: plain PyTorch, one optimizer step per batch, one evaluation and checkpoint per epoch.
+"""The training loop, the same for every task: one optimizer step per batch, evaluation and checkpoint per epoch.
 
-Per epoch it records (averaged over the epoch's training batches unless noted): ``train_loss`` (the training
-loss), ``train_ce`` (plain cross-entropy of the same logits, comparable across losses), ``train_bonus``
-(loss - CE: the paper's logged "reward" for EL), ``train_acc``, ``p_target`` (mean target probability),
-``frac_past_log_end`` (fraction of examples with ``p_target > log_end``), ``grad_norm`` (global gradient norm
-before clipping), ``lr`` (at the epoch's last step), ``test_loss``/``test_acc`` (after the epoch),
-``train_time`` and ``epoch_time`` (seconds). Diagnostics accumulate on the device and are read once per epoch,
-so they cost no host sync per step.
+The task (:class:`~encouraging.engine.task.Task`) computes each step and each evaluation; the trainer optimizes,
+schedules, logs, checkpoints and resumes, and selects the reported epoch. Per epoch it records ``train_loss`` (the
+training loss, averaged over the epoch's examples), the task's step diagnostics (``sums / count``: for
+classification ``train_ce``, ``train_bonus``, ``train_acc``, ``p_target``, ``frac_past_log_end``), ``grad_norm``
+(global gradient norm before clipping, mean over steps), ``lr`` (at the epoch's last step), the task's metrics on
+the validation split (``val_<name>``, when the task has one) and the test split (``test_<name>``), and
+``train_time`` / ``epoch_time`` (seconds). Diagnostics accumulate on the device and are read once per epoch, so
+they cost no host sync per step.
+
+**Model selection.** With a validation split the reported epoch is the one with the best validation value of the
+task's primary metric (the first such epoch); ``train.patience`` > 0 stops training after that many epochs without
+a better one. Without a validation split the last epoch is reported. The best *test* value over epochs (the
+paper's protocol, which selects on the test set) is kept as ``best_test_<metric>``, a labelled extra column.
 """
 
 from __future__ import annotations
@@ -18,54 +24,55 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .adversarial import build_perturbation
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .config import Config, config_hash
-from .distributed import SINGLE, World, all_reduce_sum, barrier
+from .config import config_hash
+from .distributed import all_reduce_sum, barrier
 from .optim import build_optimizer, build_scheduler
 from .progress import Progress
-from .runtime import autocast, autocast_dtype
+from .task import MetricSpec, Prepared, Task
 
 CHECKPOINT = "checkpoint.pt"
 
 
 class Trainer:
-    """Trains ``model`` with ``criterion`` on ``train`` batches and evaluates on ``test`` after every epoch.
+    """Trains ``prepared.model`` with ``criterion`` on ``prepared.train`` through ``task``, evaluating after every
+    epoch.
 
     Args:
-        cfg: the resolved config (optimizer, schedule, epochs, amp, compile, seed).
-        model, criterion: the network and the training loss (an ``nn.Module`` taking ``(logits, target)``).
-        train, test: batch sources with ``len()`` and ``epoch(e)`` (:mod:`.batches`).
+        task: the run's task (its config, device and world are the trainer's).
+        prepared: what ``task.setup()`` returned.
+        criterion: the training loss (an ``nn.Module`` the task's step calls).
         schedule: an optional ``BonusSchedule`` applied to ``criterion`` at the start of every epoch.
         run_dir: where ``checkpoint.pt`` is written each epoch (rank 0); None disables checkpoints.
         on_epoch: called on rank 0 with ``(epoch, metrics)`` after each epoch (the results database hook).
     """
 
-    def __init__(self, cfg: Config, model: nn.Module, criterion: nn.Module, train: Any, test: Any, *,
-                 device: torch.device, world: World = SINGLE, schedule: Any = None, run_dir: Path | None = None,
-                 on_epoch: Callable[[int, dict[str, float]], None] | None = None, quiet: bool = False,
-                 title: str = "") -> None:
-        self.cfg, self.criterion, self.train_batches, self.test_batches = cfg, criterion, train, test
-        self.device, self.world, self.schedule, self.run_dir = device, world, schedule, run_dir
+    def __init__(self, task: Task, prepared: Prepared, criterion: nn.Module, *, schedule: Any = None,
+                 run_dir: Path | None = None, on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+                 quiet: bool = False, title: str = "") -> None:
+        cfg = task.cfg
+        self.task, self.cfg, self.criterion, self.prepared = task, cfg, criterion, prepared
+        self.device, self.world, self.schedule, self.run_dir = task.device, task.world, schedule, run_dir
         self.on_epoch, self.quiet, self.title = on_epoch, quiet, title or cfg.name
-        self.module = model.to(device)
+        self.train_batches = prepared.train
+        self.module = prepared.model.to(self.device)
         self.model: nn.Module = self.module
-        if world.active:
-            ids = [device.index] if device.type == "cuda" else None
+        if self.world.active:
+            ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(self.module, device_ids=ids)
         if cfg.train.compile:
             self.model = torch.compile(self.model)
-        self.amp = autocast_dtype(cfg.train.amp, device)
         self.optimizer = build_optimizer(self.module.parameters(), cfg.optim)
-        self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.epochs, len(train))
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.epochs, len(self.train_batches))
         self.params = [p for p in self.module.parameters() if p.requires_grad]
-        # train.adversarial: each batch is replaced by attacked examples of the current model (None: clean batches)
-        self.perturb = build_perturbation(cfg, self.module, train)
         self.history: list[dict[str, float]] = []
         self.start_epoch = 0
+
+    @property
+    def spec(self) -> MetricSpec:
+        return self.task.metrics
 
     # ---------------------------------------------------------------------------------------------- checkpoints
 
@@ -106,18 +113,20 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------- training
 
-    def fit(self) -> dict[str, float]:
-        """Train from ``start_epoch`` to the end; return the final metrics."""
+    def fit(self) -> dict[str, Any]:
+        """Train from ``start_epoch`` to the end (or until early stopping); return the final metrics."""
         epochs = self.cfg.train.epochs
         with Progress(self.title, epochs, len(self.train_batches), quiet=self.quiet, main=self.world.main) as bar:
             for epoch in range(self.start_epoch, epochs):
+                if self.stopped_early():
+                    break
                 if self.schedule is not None:
                     self.schedule.apply(self.criterion, epoch)
                 start = time.perf_counter()
                 bar.start_epoch(epoch)
                 metrics = self.train_epoch(epoch, bar.advance)
                 metrics["train_time"] = time.perf_counter() - start
-                metrics.update(self.evaluate())
+                metrics.update(self.evaluate_splits())
                 metrics["epoch_time"] = time.perf_counter() - start
                 self.history.append(metrics)
                 if self.world.main:
@@ -128,25 +137,20 @@ class Trainer:
                         save_checkpoint(self.state(epoch + 1), self.checkpoint_path)
                 barrier(self.world)
                 bar.end_epoch(epoch, metrics)
-        return self.final_metrics()
+        return final_metrics(self.history, self.spec, has_val=self.prepared.val is not None)
 
     def train_epoch(self, epoch: int, advance: Callable[[], None] = lambda: None) -> dict[str, float]:
         self.model.train()
-        log_end = float(getattr(self.criterion, "log_end", self.cfg.loss.log_end))
         clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else math.inf
-        # sums: ce, correct, p_target, past log_end (per example); loss x examples, examples, grad norm, steps.
-        # Few kernels and no host sync per step: a small model's step is bound by kernel launches on a GPU.
-        sums = torch.zeros(8, dtype=torch.float64, device=self.device)
+        # One float64 vector per epoch: loss x count, count, grad norm, steps, then the task's sums. Few kernels and
+        # no host sync per step: a small model's step is bound by kernel launches on a GPU.
+        totals: torch.Tensor | None = None
+        keys: list[str] = []
         one = torch.ones((), device=self.device)
-        for x, y in self.train_batches.epoch(epoch):
-            if self.perturb is not None:
-                x = self.perturb(x, y)
-            with autocast(self.device, self.amp):
-                logits = self.model(x)
-            logits = logits.float()
-            loss = self.criterion(logits, y)
+        for batch in self.train_batches.epoch(epoch):
+            step = self.task.training_step(self.model, batch, self.criterion)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            step.loss.backward()
             if clip < math.inf:
                 grad_norm = nn.utils.clip_grad_norm_(self.params, clip)
             else:  # only measure: clip_grad_norm_ would also rescale every gradient by 1.0
@@ -154,54 +158,81 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             with torch.no_grad():
-                log_p_y = logits.log_softmax(1).gather(1, y.unsqueeze(1)).squeeze(1)
-                p_y = log_p_y.exp()
-                n = y.numel()
-                per_example = torch.stack([-log_p_y, (logits.argmax(1) == y).float(), p_y, (p_y > log_end).float()])
-                per_step = torch.stack([loss.detach() * n, one * n, grad_norm.float(), one])
-                sums += torch.cat([per_example.sum(1), per_step]).double()
+                keys = keys or list(step.sums)
+                count = one * step.count
+                fixed = torch.stack([step.loss.detach() * step.count, count, grad_norm.float(), one]).double()
+                vector = torch.cat([fixed, torch.stack([step.sums[k].double() for k in keys])]) if keys else fixed
+                totals = vector if totals is None else totals + vector
             advance()
-        all_reduce_sum(sums, self.world)
-        ce_sum, correct, p_sum, past, loss_sum, count, gn_sum, steps = sums.tolist()
+        if totals is None:
+            raise ValueError(f"the training split yields no batch in epoch {epoch} (batch size larger than the data?)")
+        loss_sum, count, gn_sum, steps, *sums = all_reduce_sum(totals, self.world).tolist()
         steps = steps / self.world.size
-        return {
-            "epoch": epoch,
-            "train_loss": loss_sum / count,
-            "train_ce": ce_sum / count,
-            "train_bonus": (loss_sum - ce_sum) / count,
-            "train_acc": correct / count,
-            "p_target": p_sum / count,
-            "frac_past_log_end": past / count,
-            "grad_norm": gn_sum / self.world.size / steps,
-            "lr": self.optimizer.param_groups[0]["lr"],
-        }
+        metrics = {"epoch": epoch, "train_loss": loss_sum / count}
+        metrics.update({k: v / count for k, v in zip(keys, sums, strict=True)})
+        metrics.update({"grad_norm": gn_sum / self.world.size / steps, "lr": self.optimizer.param_groups[0]["lr"]})
+        return metrics
 
     @torch.no_grad()
     def evaluate(self, batches: Any = None, prefix: str = "test") -> dict[str, float]:
-        """Cross-entropy and accuracy over every example of ``batches`` (default: the test set)."""
+        """The task's metrics over every example of ``batches`` (default: the test split), keys ``<prefix>_<name>``."""
         self.model.eval()
-        sums = torch.zeros(3, dtype=torch.float64, device=self.device)
-        one = torch.ones((), dtype=torch.float64, device=self.device)
-        for x, y in (batches or self.test_batches).epoch(0):
-            with autocast(self.device, self.amp):
-                logits = self.model(x)
-            logits = logits.float()
-            sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
-                                 (logits.argmax(1) == y).double().sum(), one * y.numel()])
-        loss, correct, count = all_reduce_sum(sums, self.world).tolist()
-        return {f"{prefix}_loss": loss / count, f"{prefix}_acc": correct / count}
+        found = self.task.evaluate(self.model, batches if batches is not None else self.prepared.test)
+        if self.spec.primary not in found:
+            raise KeyError(f"task {self.task.name!r} evaluated {sorted(found)} but declares the primary metric "
+                           f"{self.spec.primary!r}")
+        return {f"{prefix}_{k}": v for k, v in found.items()}
 
-    def final_metrics(self) -> dict[str, float]:
-        if not self.history:
-            return {}
-        best = max(self.history, key=lambda m: m["test_acc"])
-        last = self.history[-1]
-        return {
-            "best_test_acc": best["test_acc"],
-            "best_epoch": best["epoch"],
-            "final_test_acc": last["test_acc"],
-            "final_train_acc": last["train_acc"],
-            "final_test_loss": last["test_loss"],
-            "final_p_target": last["p_target"],
-            "train_time": sum(m["train_time"] for m in self.history),
-        }
+    def evaluate_splits(self) -> dict[str, float]:
+        out = self.evaluate(self.prepared.val, "val") if self.prepared.val is not None else {}
+        return {**out, **self.evaluate(self.prepared.test, "test")}
+
+    def stopped_early(self) -> bool:
+        """Whether ``train.patience`` epochs have passed since the best validation epoch."""
+        patience = self.cfg.train.patience
+        if patience <= 0 or self.prepared.val is None or not self.history:
+            return False
+        best = selected_epoch(self.history, self.spec, "val")
+        return self.history[-1]["epoch"] - best >= patience
+
+
+def selected_epoch(history: list[dict[str, float]], spec: MetricSpec, split: str) -> int:
+    """The first epoch with the best ``<split>_<primary>``."""
+    key = f"{split}_{spec.primary}"
+    best = history[0]
+    for m in history[1:]:
+        if spec.better(m[key], best[key]):
+            best = m
+    return int(best["epoch"])
+
+
+def final_metrics(history: list[dict[str, float]], spec: MetricSpec, *, has_val: bool) -> dict[str, Any]:
+    """The run's reported numbers from its per-epoch history.
+
+    ``selected_test_<p>`` is the test value at the selected epoch (``selected_epoch``: best on validation, or the
+    last epoch without a validation split, ``selection`` says which); ``final_test_<p>`` the last epoch's;
+    ``best_test_<p>`` / ``best_epoch`` the best over epochs on the test set itself (the paper's protocol); plus
+    ``final_<metric>`` for the last epoch's validation and test metrics, training accuracy and mean ``p_target``.
+    """
+    if not history:
+        return {}
+    p, by_epoch = spec.primary, {int(m["epoch"]): m for m in history}
+    last = history[-1]
+    best = by_epoch[selected_epoch(history, spec, "test")]
+    chosen = by_epoch[selected_epoch(history, spec, "val")] if has_val else last
+    out: dict[str, Any] = {
+        f"best_test_{p}": best[f"test_{p}"],
+        "best_epoch": best["epoch"],
+        f"final_test_{p}": last[f"test_{p}"],
+        f"selected_test_{p}": chosen[f"test_{p}"],
+        "selected_epoch": chosen["epoch"],
+        "selection": "val" if has_val else "last",
+        "epochs_trained": len(history),
+    }
+    if has_val:
+        out[f"selected_val_{p}"] = chosen[f"val_{p}"]
+    for key, value in last.items():
+        if key.startswith(("test_", "val_")) or key in ("train_acc", "p_target"):
+            out.setdefault(f"final_{key}", value)
+    out["train_time"] = sum(m["train_time"] for m in history)
+    return out

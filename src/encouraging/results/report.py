@@ -673,7 +673,7 @@ def _paper_direction(p: Pair) -> str | None:
 
 
 # A section draws the rows that a later analysis or evaluation stored (``ResultsStore.add_rows``) for one group's
-# runs. Higher layers register theirs when imported (encouraging.analysis, encouraging.tasks.ood, ...), so this
+# runs. Higher layers register theirs when imported (encouraging.analysis, encouraging.evaluation.ood, ...), so this
 # module stays below them; a section writes nothing when the group has no rows of its kind.
 ReportSection = Callable[[ResultsStore, Group, Doc, Path, str], None]
 _SECTIONS: dict[str, ReportSection] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from encouraging.tasks.ood_metrics import aupr, auroc, expected_calibration_error, fpr_at_tpr, ood_metrics
+from encouraging.evaluation.ood_metrics import aupr, auroc, expected_calibration_error, fpr_at_tpr, ood_metrics
 
 # in-distribution scores 3, 2, 1 and OOD scores 2, 0 (higher = more in-distribution): one tie at 2
 S_IN, S_OUT = torch.tensor([3.0, 2.0, 1.0]), torch.tensor([2.0, 0.0])

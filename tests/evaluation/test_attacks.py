@@ -18,10 +18,12 @@ from encouraging.engine.adversarial import (
 )
 from encouraging.engine.batches import TensorBatches
 from encouraging.engine.config import Config, apply_overrides, config_hash
+from encouraging.engine.task import DataStats, Prepared
 from encouraging.engine.trainer import Trainer
+from encouraging.tasks.image import ImageTask
 from encouraging.results import ResultsStore, write_report
-from encouraging.tasks import load_run
-from encouraging.tasks.adversarial import evaluate_attacks, masking_checks, masking_signs
+from encouraging.experiment import load_run
+from encouraging.evaluation.attacks import evaluate_attacks, masking_checks, masking_signs
 
 
 class Brightness(nn.Module):
@@ -159,12 +161,13 @@ def test_adversarial_training_runs_with_the_runs_loss():
     batches = TensorBatches(x, y, 16, train=True, mean=(0.5,), std=(0.25,))
     cfg = _config(attack="pgd", eps=0.1, alpha=0.05, steps=3)
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
-    trainer = Trainer(cfg, model, EncouragingLoss(log_end=1.0), batches, batches, device=torch.device("cpu"),
-                      quiet=True)
-    assert isinstance(trainer.perturb, AdversarialPerturbation)
+    task = ImageTask(cfg)
+    task.perturb = build_perturbation(cfg, model, batches)  # what ImageTask.setup() does with its own data
+    trainer = Trainer(task, Prepared(model, batches, batches, DataStats(2)), EncouragingLoss(log_end=1.0), quiet=True)
+    assert isinstance(task.perturb, AdversarialPerturbation)
     # the perturbation works on pixels: normalized batch -> pixels within eps -> normalized again
     xb, yb = next(batches.epoch(0))
-    adv = trainer.perturb(xb, yb)
+    adv = task.perturb(xb, yb)
     assert float(((adv - xb) * 0.25).abs().max()) <= 0.1 + 1e-5
     metrics = trainer.train_epoch(0)
     assert torch.isfinite(torch.tensor(metrics["train_loss"])) and metrics["train_bonus"] < 0

@@ -18,15 +18,17 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..engine.adversarial import NormalizedModel, build_attack, default_spec
 from ..results import Doc, Group, ResultsStore, group_rows, register_section
 from ..results.stats import compare, mean_std_text
-from .loading import LoadedRun
 from .ood import eval_batches
+
+if TYPE_CHECKING:
+    from ..experiment.loading import LoadedRun
 
 # paper.md §5.8: the torchattacks-demo CNN on MNIST, standard training, single runs (readme.sh), L∞, in %.
 PAPER_LINF = {

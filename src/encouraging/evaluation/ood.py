@@ -29,7 +29,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -39,8 +39,10 @@ from ..engine.batches import LoaderBatches, TensorBatches
 from ..models import features
 from ..results import Doc, Group, ResultsStore, group_rows, register_section
 from ..results.stats import compare, mean_std_text
-from .loading import LoadedRun
 from .ood_metrics import expected_calibration_error, ood_metrics
+
+if TYPE_CHECKING:
+    from ..experiment.loading import LoadedRun
 
 HIST_BINS = 40
 # The paper's MNIST -> Fashion-MNIST numbers (paper.md §5.7; MNISTNet checkpoints, detector not stated), in %.
@@ -290,7 +292,7 @@ def evaluate_ood(run: LoadedRun, ood: list[str], *, detectors: list[str] | None 
     """Score the run's test set and each OOD set with each detector.
 
     Args:
-        run: a loaded run (:func:`encouraging.tasks.load_run`).
+        run: a loaded run (:func:`encouraging.experiment.load_run`).
         ood: OOD dataset names or directories.
         detectors: names from :data:`DETECTORS` (default: all).
         positive: ``"in"`` (paper) or ``"ood"`` (pytorch-ood / OpenOOD): the FPR@95TPR convention.

@@ -9,7 +9,7 @@ import torch
 
 from encouraging.engine.checkpoint import CheckpointError
 from encouraging.results import ResultsStore
-from encouraging.tasks import load_run
+from encouraging.experiment import load_run
 
 
 @torch.no_grad()

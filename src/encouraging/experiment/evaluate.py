@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.adversarial import default_spec
+from ..evaluation.attacks import evaluate_attacks, masking_signs, plot_robustness, save_attacks
+from ..evaluation.ood import DETECTORS, evaluate_ood, plot_histograms, save_ood
+from ..evaluation.ood_metrics import POSITIVES
 from ..results import ResultsStore
-from .adversarial import evaluate_attacks, masking_signs, plot_robustness, save_attacks
 from .loading import LoadedRun, load_run
-from .ood import DETECTORS, evaluate_ood, plot_histograms, save_ood
-from .ood_metrics import POSITIVES
-from .runner import hardware, run_record
+from .provenance import hardware, run_record
 
 
 def resolve_runs(items: Iterable[str | os.PathLike], recipe: str | None = None) -> tuple[list[str], str | None]:
@@ -87,7 +87,7 @@ def _write_json(path: Path, rows: list[dict]) -> None:
 def eval_ood(items: Iterable[str], ood: list[str], *, detectors: list[str] | None = None, positive: str = "in",
              limit: int = 0, recipe: str | None = None, db: str | None = None, out: str | os.PathLike = "ood",
              device: str = "auto", data_root: str | None = None, quiet: bool = False) -> list[dict[str, Any]]:
-    """``encouraging eval ood``: rows of :func:`~encouraging.tasks.ood.evaluate_ood` for each run, stored, plus
+    """``encouraging eval ood``: rows of :func:`~encouraging.evaluation.ood.evaluate_ood` for each run, stored, plus
     ``<out>/ood_rows.json`` and one score-histogram figure per OOD set. Returns the metric rows."""
     unknown = sorted(set(detectors or ()) - set(DETECTORS))
     if unknown or positive not in POSITIVES or not ood:
@@ -119,7 +119,7 @@ def eval_attacks(items: Iterable[str], attacks: list[str], eps: list[float], *, 
                  alpha: float = 0.0, limit: int = 0, recipe: str | None = None, db: str | None = None,
                  out: str | os.PathLike = "attacks", device: str = "auto", data_root: str | None = None,
                  quiet: bool = False) -> list[dict[str, Any]]:
-    """``encouraging eval attack``: rows of :func:`~encouraging.tasks.adversarial.evaluate_attacks` for each run,
+    """``encouraging eval attack``: rows of :func:`~encouraging.evaluation.attacks.evaluate_attacks` for each run,
     stored, plus ``<out>/attack_rows.json`` and a robust-accuracy-vs-ε figure per norm. Returns the rows, each with
     the run's gradient-masking signs under ``masking``."""
     if not attacks or not eps:

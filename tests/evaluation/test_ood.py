@@ -10,8 +10,8 @@ from torch import nn
 
 from encouraging.data import load_image_dataset
 from encouraging.results import ResultsStore, write_report
-from encouraging.tasks import load_run
-from encouraging.tasks.ood import (
+from encouraging.experiment import load_run
+from encouraging.evaluation.ood import (
     DETECTORS,
     ODIN,
     Mahalanobis,
@@ -142,7 +142,7 @@ def test_evaluate_ood_on_a_trained_run(trained_runs, data_root):
 
 
 def test_logit_detectors_share_one_forward_pass_per_batch(trained_runs, data_root):
-    from encouraging.tasks.ood import eval_batches
+    from encouraging.evaluation.ood import eval_batches
 
     run = load_run(trained_runs["CE"], device="cpu")
     calls = []

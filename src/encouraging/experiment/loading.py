@@ -1,6 +1,6 @@
 """Open a finished (or interrupted) run for analysis: its config, its trained model and its data.
 
-A run is a directory written by :func:`encouraging.tasks.runner.run` (``config.yaml`` + ``checkpoint.pt``), or the
+A run is a directory written by :func:`encouraging.experiment.run` (``config.yaml`` + ``checkpoint.pt``), or the
 checkpoint file itself. The config is re-read, the task rebuilds the model and the batch sources exactly as for
 training, and the checkpoint's weights are loaded after checking that they belong to that config and seed.
 """
@@ -18,15 +18,11 @@ from torch import nn
 from ..engine.checkpoint import CheckpointError, load_checkpoint
 from ..engine.config import Config, config_hash, load_config
 from ..engine.criteria import build_criterion, build_schedule, loss_label
-from ..engine.distributed import SINGLE
 from ..engine.runtime import select_device
+from ..engine.task import Prepared, Task, build_task
 from ..engine.trainer import CHECKPOINT
-from .registry import Prepared, get_task
-
-
-def run_id_for(cfg: Config) -> str:
-    """The results-database id of a (config, seed): the config hash and the seed."""
-    return f"{config_hash(cfg)}-s{cfg.train.seed}"
+from ..plugins import load_plugins
+from .provenance import run_id_for
 
 
 @dataclass
@@ -37,6 +33,7 @@ class LoadedRun:
     cfg: Config
     model: nn.Module
     data: Prepared
+    task: Task
     device: torch.device
     epochs_trained: int
     history: list[dict[str, float]]
@@ -55,7 +52,7 @@ class LoadedRun:
 
     def criterion(self) -> nn.Module:
         """The run's training loss as it stood in the last epoch, per example (``reduction='none'``)."""
-        criterion = build_criterion(self.cfg.loss)
+        criterion = build_criterion(self.cfg.loss, self.data.stats)
         schedule = build_schedule(self.cfg.loss)
         if schedule is not None:
             schedule.apply(criterion, max(self.epochs_trained - 1, 0))
@@ -88,6 +85,7 @@ def load_run(path: str | Path, *, device: str | torch.device = "auto", data_root
         data_root: where the dataset lives, when not where the run found it (default: the run's setting, then
             ``$ENCOURAGING_DATA`` and the cache).
     """
+    load_plugins()
     run_dir, checkpoint = _locate(path)
     overrides = [f"--data.root={data_root}"] if data_root else []
     cfg = load_config(run_dir / "config.yaml", overrides + ["--data.download=false"])
@@ -95,13 +93,12 @@ def load_run(path: str | Path, *, device: str | torch.device = "auto", data_root
     state = load_checkpoint(checkpoint, map_location=dev)
     if state.get("config_hash") != config_hash(cfg) or state.get("seed") != cfg.train.seed:
         raise CheckpointError(f"{checkpoint} belongs to another config or seed than {run_dir / 'config.yaml'}")
-    from . import image  # noqa: F401  (registers the tasks)
-
-    data = get_task(cfg.task).prepare(cfg, dev, SINGLE)
+    task = build_task(cfg, dev)
+    data = task.setup()
     model = data.model.to(dev)
     model.load_state_dict(state["model"])
     model.eval()
     notes_file = run_dir / "notes.json"
     if notes_file.is_file():  # what the run saw at training time (e.g. the test-set note) wins
         data.notes = {**data.notes, **json.loads(notes_file.read_text())}
-    return LoadedRun(run_dir, cfg, model, data, dev, int(state["epoch"]), list(state.get("history", [])))
+    return LoadedRun(run_dir, cfg, model, data, task, dev, int(state["epoch"]), list(state.get("history", [])))

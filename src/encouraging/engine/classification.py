@@ -1,0 +1,47 @@
+"""The training step and evaluation of a task that predicts one class per example (image, long-tailed, graph).
+
+Per epoch the step logs, averaged over the training examples: ``train_ce`` (plain cross-entropy of the same
+logits, comparable across losses), ``train_bonus`` (loss - CE: the paper's logged "reward" for EL), ``train_acc``,
+``p_target`` (mean target probability) and ``frac_past_log_end`` (fraction of examples with ``p_target > log_end``,
+where EL's bonus turns linear). The sums stay on the device: no host sync per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .distributed import SINGLE, World, all_reduce_sum
+from .task import Batches, Step
+
+
+def classification_step(logits: Tensor, target: Tensor, criterion: nn.Module, *, log_end: float = 0.75) -> Step:
+    """``criterion(logits, target)`` with the diagnostics above; ``logits`` ``(N, C)`` float32, ``target`` ``(N,)``."""
+    loss = criterion(logits, target)
+    with torch.no_grad():
+        log_p_y = logits.log_softmax(1).gather(1, target.unsqueeze(1)).squeeze(1)
+        p_y = log_p_y.exp()
+        n = target.numel()
+        ce, correct, p_sum, past = torch.stack(
+            [-log_p_y, (logits.argmax(1) == target).float(), p_y, (p_y > log_end).float()]).sum(1)
+        bonus = (loss.detach() * n).double() - ce.double()
+    return Step(loss, n, {"train_ce": ce, "train_bonus": bonus, "train_acc": correct, "p_target": p_sum,
+                          "frac_past_log_end": past})
+
+
+@torch.no_grad()
+def classification_eval(logits: Callable[[object], Tensor], batches: Batches, *, device: torch.device,
+                        world: World = SINGLE) -> dict[str, float]:
+    """Cross-entropy (``loss``) and top-1 accuracy (``acc``) over every ``(inputs, target)`` batch of ``batches``
+    (this rank's shard, summed over ``world``); ``logits(inputs)`` is the model's forward."""
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    one = torch.ones((), dtype=torch.float64, device=device)
+    for x, y in batches.epoch(0):
+        out = logits(x)
+        sums += torch.stack([F.cross_entropy(out, y, reduction="sum").double(), (out.argmax(1) == y).double().sum(),
+                             one * y.numel()])
+    loss, correct, count = all_reduce_sum(sums, world).tolist()
+    return {"loss": loss / count, "acc": correct / count}

@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         from .results import write_report
 
+        _upgrade(args.db)
         path = write_report(args.db, args.out, html=args.html)
         print(f"report: {path}")
         return 0
@@ -159,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
 
     grid(cfg, split_loss_specs(args.losses), list(range(args.seeds)), out_dir=args.out, db=db, resume=True,
          quiet=args.quiet)
+    _upgrade(db)
     _print_table(db, cfg.name)
     if args.analyze:
         from .analysis import analyze
@@ -172,6 +174,19 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"report: {write_report(db, args.report)}")
     return 0
+
+
+def _upgrade(db: str | Path) -> None:
+    """Bring a database written by an earlier version up to date, once, saying so."""
+    if not Path(db).is_file():
+        return  # report says that it is missing; compare creates it
+    from .experiment.upgrade import upgrade
+    from .results import ResultsStore
+
+    changed = upgrade(ResultsStore(db))
+    if changed:
+        print(f"{db}: re-recorded the loss parameters of {changed} run(s) stored before the loss registry "
+              "(a one-time upgrade)", file=sys.stderr)
 
 
 def _analyze(args: argparse.Namespace) -> int:

@@ -58,6 +58,24 @@ def test_headline_el_is_the_main_tables_whatever_its_le():
     assert paper_number("mnist", "mnistnet", "el").log_end == 1.0
 
 
+def test_lookup_returns_the_numbers_the_report_sections_show():
+    """The OOD (§5.7) and L∞ robustness (§5.8) numbers the evaluation sections print beside ours."""
+    ood = {(loss, m): paper_number("mnist_vs_fashion_mnist", "mnistnet", loss, metric=m).mean
+           for loss in ("ce", "el") for m in ("auroc", "fpr95")}
+    assert ood == {("ce", "auroc"): 95.68, ("ce", "fpr95"): 20.92, ("el", "auroc"): 98.04, ("el", "fpr95"): 8.69}
+    curves = {
+        ("fgsm_linf", "ce"): (98.69, 94.43, 84.21, 64.80, 44.22, 31.15, 21.72),
+        ("fgsm_linf", "el"): (99.04, 96.34, 91.09, 79.68, 63.00, 46.50, 34.80),
+        ("pgd_linf", "ce"): (98.69, 93.69, 76.52, 39.69, 13.34, 2.92, 0.53),
+        ("pgd_linf", "el"): (99.04, 95.07, 81.32, 54.18, 30.25, 18.12, 11.21),
+    }
+    for (attack, loss), values in curves.items():
+        found = [paper_number("mnist", "attack_cnn", loss, metric=f"{attack}@{eps:g}").mean
+                 for eps in (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)]
+        assert found == list(values)
+        assert len(list_paper_numbers(dataset="mnist", family="attack_cnn", loss=loss, metric=f"{attack}@0.1")) == 1
+
+
 @pytest.mark.parametrize(
     ("args", "kw"),
     [

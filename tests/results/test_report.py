@@ -103,7 +103,7 @@ def test_report_numbers_match_independent_computation(grid, tmp_path):
         assert pm(final[label].values()) in row, (label, row)
         assert "| 3 |" in row
     for label in ("EL (LE=0.75)", "EL (LE=1)"):
-        assert f"best: {label} {MINUS} CE: {paired_text(best['CE'], best[label])}" in md
+        assert f"best on test (paper's protocol): {label} {MINUS} CE: {paired_text(best['CE'], best[label])}" in md
         assert f"final: {label} {MINUS} CE: {paired_text(final['CE'], final[label])}" in md
     assert "CI excludes 0" in md or "CI includes 0" in md
 
@@ -114,7 +114,9 @@ def test_report_numbers_match_independent_computation(grid, tmp_path):
     assert "paper (their recipe)" in md
     assert "99.42 ± 0.06 [1] (other model)" in md and "MNISTNet" in md and "a different model from ours" in md
     assert "99.50 [2]" in md and "99.56 ± 0.05 [3]" in md
-    assert "loss:el|log_end:0.75|seeds:0,1,2|epochs:5" in md  # signature
+    assert "loss:el|log_end:0.75|seeds:0,1,2|epochs:5|select:last" in md  # signature
+    assert "top-1 accuracy (%), final" in md and "top-1 accuracy (%), best on test (paper's protocol)" in md
+    assert "selected" not in md.split("How to read")[0]  # no validation split: no selected column
 
     pngs = sorted(out.glob("*.png"))
     assert [p.name for p in pngs] == ["quick-mnist-small-cnn_p_target.png", "quick-mnist-small-cnn_test_acc.png"]
@@ -164,7 +166,7 @@ def test_group_without_ce_and_with_single_seeds_is_explained(tmp_path):
     assert f"| CE | – | 1 | {ce_acc:.2f} (n = 1, no std) |" in one
     assert "Single seed (CE, EL (LE=0.75))" in one
     diff = (accuracy(1, 0, 4) - accuracy(0, 0, 4)) * 100
-    assert f"best: EL (LE=0.75) {MINUS} CE: {signed(diff)}, n = 1 (1 pair: no interval or test)." in one
+    assert f"best on test (paper's protocol): EL (LE=0.75) {MINUS} CE: {signed(diff)}, n = 1 (1 pair: no interval or test)." in one
     assert "not finished (1)" in one and "EL (LE=1), seed 0): running" in one
     assert (tmp_path / "out" / "one-seed-mnist-small-cnn_test_acc.png").stat().st_size > 0
 
@@ -231,13 +233,17 @@ def add_engine_run(store, loss, label, seed, acc, **loss_fields):
     store.finish(rec.run_id, {"best_test_acc": acc, "final_test_acc": acc, "best_epoch": 0})
 
 
-def test_engine_shaped_runs(tmp_path):
+def test_engine_shaped_runs_from_before_the_loss_registry_are_upgraded_once(tmp_path):
+    from encouraging.experiment.upgrade import upgrade
+
     store = ResultsStore(tmp_path / "results.db")
     for seed in range(2):
         add_engine_run(store, "ce", "CE", seed, 0.990 + 0.001 * seed)
         add_engine_run(store, "ce_ls", "CE+LS (0.1)", seed, 0.991 + 0.002 * seed, label_smoothing=0.1)
         add_engine_run(store, "el", "EL (LE=1)", seed, 0.993 + 0.001 * seed, log_end=1.0)
         add_engine_run(store, "el_ls", "EL (LE=1, LS=0.1)", seed, 0.994, log_end=1.0, label_smoothing=0.1)
+    assert "epsilon" in table_rows(store)[0]["params"]  # every LossConfig field, as such runs recorded them
+    assert upgrade(store) == 8 and upgrade(store) == 0  # re-recorded from the stored configs, once
     rows = {r["loss_label"]: r for r in table_rows(store)}
     assert rows["CE"]["params"] == "" and rows["EL (LE=1)"]["params"] == "log_end=1"
     assert rows["EL (LE=1, LS=0.1)"]["params"] == "label_smoothing=0.1, log_end=1"
@@ -249,11 +255,46 @@ def test_engine_shaped_runs(tmp_path):
     pairs = {(c["b"], c["a"]) for c in comparison_rows(store)}
     assert pairs == {("CE+LS (0.1)", "CE"), ("EL (LE=1)", "CE"), ("EL (LE=1, LS=0.1)", "CE+LS (0.1)")}
     sig = next(r["signature"] for r in table_rows(store) if r["loss_label"] == "EL (LE=1)")
-    assert "log_end:1|" in sig and "bonus_scale:1|" in sig and "focal_gamma" not in sig and "epsilon" not in sig
+    assert "log_end:1|" in sig and "bonus_scale" not in sig and "focal_gamma" not in sig and "epsilon" not in sig
 
     (table,) = group_tables(store)
     assert table["title"] == "paper-mnist-mnistnet / mnist / mnistnet" and table["recipe"] == "paper-mnist-mnistnet"
     assert [r["loss"] for r in table["rows"]] == ["CE", "CE+LS (0.1)", "EL (LE=1)", "EL (LE=1, LS=0.1)"]
     assert all(set(r) == set(table["columns"]) for r in table["rows"])
-    assert table["rows"][2]["best acc (%)"] == pm([0.993, 0.994])
+    assert table["rows"][2]["best on test (paper's protocol)"] == pm([0.993, 0.994])
     assert "MNIST test set" in table["caption"] and len(table["comparisons"]) == 6
+
+
+def add_task_run(store, label, seed, per_epoch, *, selection):
+    """A run of a task that declares BLEU (higher is better, no scale) with one extra column."""
+    metrics = {"primary": "bleu", "label": "BLEU", "higher_is_better": True, "scale": 1.0, "extra": ["chrf"],
+               "paper": "bleu"}
+    rec = RunRecord(f"{label}-{seed}", "mt", "translation", "multi30k", "transformer", label.lower(), label, seed,
+                    f"h-{label}", {"metrics": metrics}, {}, None, "cpu", "/runs/x", loss_params={})
+    assert store.claim(rec)
+    for e, (val, test) in enumerate(per_epoch):
+        store.log_epoch(rec.run_id, e, {"val_bleu": val, "test_bleu": test, "test_chrf": 50 + e})
+    chosen = max(range(len(per_epoch)), key=lambda e: (per_epoch[e][0], -e))
+    final = {"selected_test_bleu": per_epoch[chosen][1], "selected_epoch": chosen, "selection": selection,
+             "final_test_bleu": per_epoch[-1][1], "best_test_bleu": max(t for _, t in per_epoch),
+             "best_epoch": max(range(len(per_epoch)), key=lambda e: per_epoch[e][1])}
+    store.finish(rec.run_id, final)
+
+
+def test_a_task_declared_metric_drives_the_table_and_comparisons(tmp_path):
+    store = ResultsStore(tmp_path / "results.db")
+    for seed in range(3):
+        add_task_run(store, "CE", seed, [(20, 21), (25, 24 + seed), (24, 26)], selection="val")
+        add_task_run(store, "EL", seed, [(21, 22), (26, 25 + seed), (25, 27 + seed)], selection="val")
+    (g,) = collect(store)
+    assert g.metric.primary == "bleu" and g.columns == ["selected", "final", "best"]
+    rows = {r["loss_label"]: r for r in table_rows(store)}
+    assert rows["CE"]["selected_mean"] == pytest.approx(25.0) and rows["EL"]["final_mean"] == pytest.approx(28.0)
+    assert rows["EL"]["chrf"] == "51.00 ± 0.00"  # the extra column, at the selected epoch (1)
+    assert rows["EL"]["vs_ce_selected"].startswith("+1.00")  # the same +1 on every seed
+    (table,) = group_tables(store)
+    assert table["columns"][2:5] == ["selected", "final", "best on test (paper's protocol)"]
+    assert "vs CE, selected" in table["columns"]
+    md = write_report(store, tmp_path / "out").read_text()
+    assert "BLEU, selected" in md and "| selected epoch (mean) |" in md and "mt-multitask" not in md
+    assert (tmp_path / "out" / "mt-multi30k-transformer_test_bleu.png").is_file()

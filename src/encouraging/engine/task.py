@@ -52,6 +52,8 @@ class MetricSpec:
         scale: stored value x scale = shown value (100 for fractions shown in %).
         extra: further metrics of :meth:`Task.evaluate` that tables show beside the primary one
             (``("many_acc", "medium_acc", "few_acc")``).
+        paper: the paper's name for the primary metric (``encouraging.results.paper``: ``"top1"``, ``"bleu"``),
+            so reports can show the paper's number beside ours; ``""`` when the paper has none.
     """
 
     primary: str = "acc"
@@ -59,6 +61,7 @@ class MetricSpec:
     higher_is_better: bool = True
     scale: float = 100.0
     extra: tuple[str, ...] = ()
+    paper: str = "top1"
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "extra": list(self.extra)}

@@ -1,15 +1,20 @@
 """Reports from the results store: markdown (and optional HTML) with tables, paired comparisons and PNG curves.
 
 Runs group into comparisons by ``(recipe, dataset, model)``; within a group the rows are losses
-``(loss, loss_label)`` and the repetitions are seeds. For each group the report gives:
+``(loss, loss_label)`` and the repetitions are seeds. Everything a report says about a run comes from what the run
+stored: its task's declared metrics (``config["metrics"]``: the primary metric, its label, scale and direction,
+extra columns; runs stored before tasks declared them are top-1 accuracy), its loss label and loss parameters.
+For each group the report gives:
 
-* a table, one row per loss: seeds, best-epoch and final test accuracy (%, mean ± sample std over seeds), the best
-  epoch, and the paper's number where one exists, labelled "paper (their recipe)" with its model and recipe in a
-  footnote (our quick recipes are not the paper's);
-* each other loss against CE: the mean difference over shared seeds with a 95% t-interval and a paired t-test
-  (Welch when the seeds do not match), saying plainly whether the interval excludes 0, and whether the paper's
-  direction holds;
-* curves: test accuracy and mean target probability per epoch, mean over seeds with a min–max band;
+* a table, one row per loss: seeds, the primary metric at the *selected* epoch (chosen on the validation split; the
+  last epoch when the recipe has none), at the *final* epoch, and *best on test* (the best epoch chosen on the test
+  set itself, the paper's protocol: optimistic, always labelled so), the task's extra metrics at the selected epoch,
+  and the paper's number where one exists, labelled "paper (their recipe)" with its model and recipe in a footnote
+  (our quick recipes are not the paper's);
+* each other loss against CE on each of those columns: the mean difference over shared seeds with a 95%
+  t-interval and a paired t-test (Welch when the seeds do not match), saying plainly whether the interval excludes
+  0, and whether the paper's direction holds;
+* curves: the primary test metric and mean target probability per epoch, mean over seeds with a min–max band;
 * the test-set note and a sacrebleu-style signature per row.
 
 :func:`group_tables` (one rich-ready table per group), :func:`table_rows` and :func:`comparison_rows` return the
@@ -24,7 +29,7 @@ import os
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -36,57 +41,39 @@ from .style import loss_styles, new_figure
 
 __all__ = ["Group", "LossRow", "collect", "comparison_rows", "group_tables", "table_rows", "write_report"]
 
-SCALE = 100.0  # accuracies are stored as fractions; reports show %
 DIGITS = 2
-DEFAULT_LOG_END = 0.75  # EncouragingLoss's default, assumed when an EL run's config does not record log_end
 MINUS = "\u2212"
+#: the report's columns of the primary metric: name -> (final-metrics key prefix, heading)
+COLUMNS = {
+    "selected": ("selected_test_", "selected"),
+    "final": ("final_test_", "final"),
+    "best": ("best_test_", "best on test (paper's protocol)"),
+}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A task's declared metric as its runs stored it (see ``encouraging.engine.task.MetricSpec``)."""
+
+    primary: str = "acc"
+    label: str = "top-1 accuracy (%)"
+    higher_is_better: bool = True
+    scale: float = 100.0
+    extra: tuple[str, ...] = ()
+    paper: str = "top1"  # the paper's name of the metric ("" if it has none)
+
+    @classmethod
+    def of(cls, run: Mapping[str, Any]) -> Metric:
+        data = (run.get("config") or {}).get("metrics")
+        if not isinstance(data, Mapping):  # stored before tasks declared metrics: the image task's accuracy
+            return cls()
+        names = {f.name for f in fields(cls)}
+        return cls(**{**{k: v for k, v in data.items() if k in names}, "extra": tuple(data.get("extra", ()))})
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Collecting runs into groups
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-def _param(params: Mapping[str, Any], *names: str) -> Any:
-    for n in names:
-        if n in params and params[n] is not None:
-            return params[n]
-    return None
-
-
-# The loss arguments that matter per loss family (the run config records every LossConfig field, used or not) and
-# the values that mean "off" (hidden in tables, kept in signatures).
-_RELEVANT = {
-    "ce": ("label_smoothing",),
-    "el": ("log_end", "bonus_scale", "bonus", "gamma", "bonus_start", "label_smoothing", "schedule",
-           "schedule_length", "defer", "schedule_target", "bonus_weight"),
-    "poly1": ("epsilon", "label_smoothing"),
-    "focal": ("focal_gamma", "gamma", "alpha"),
-    "hfl": ("focal_gamma", "gamma", "halt", "alpha"),
-}  # fmt: skip
-_FAMILY = {"poly": "poly1", "poly1": "poly1", "focal": "focal", "hfl": "hfl", "haltedfocal": "hfl"}
-_NEUTRAL = {"label_smoothing": 0.0, "bonus_start": 0.0, "defer": 0.0, "schedule": "constant", "schedule_length": 0.0,
-            "bonus_scale": 1.0, "bonus": "log"}  # fmt: skip
-
-
-def _relevant_params(loss: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    """The loss's own arguments (all of them for a loss family we do not know)."""
-    family = canonical_loss(loss) or _FAMILY.get(re.sub(r"[^a-z0-9]", "", loss.lower()))
-    if family not in _RELEVANT:
-        return dict(params)
-    keep = {k: v for k, v in params.items() if k in _RELEVANT[family]}
-    if family == "el":
-        if keep.get("bonus", "log") != "power":
-            keep.pop("gamma", None)  # the power bonus's exponent
-        if keep.get("schedule", "constant") == "constant" and not keep.get("defer"):
-            keep.pop("schedule_target", None)
-            keep.pop("schedule_length", None)
-    return keep
-
-
-def _shown_params(loss: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    """:func:`_relevant_params` without the values that switch a feature off."""
-    return {k: v for k, v in _relevant_params(loss, params).items() if not (k in _NEUTRAL and v == _NEUTRAL[k])}
 
 
 def _float(x: Any) -> float | None:
@@ -97,24 +84,29 @@ def _float(x: Any) -> float | None:
     return None if math.isnan(v) else v
 
 
+def _text(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 @dataclass
 class LossRow:
-    """One loss in a group: its runs (one per seed) and their summaries."""
+    """One loss in a group: its runs (one per seed) and, per column of :data:`COLUMNS`, seed -> value."""
 
     loss: str
     loss_label: str
-    loss_params: dict
+    loss_params: dict  # what the run recorded: the preset's shown parameters and those switched on
     runs: list[dict]  # run dicts from the store, each with "final" and "epochs" added
-    best: dict[int, float]  # seed -> best-epoch test accuracy (fraction)
-    final: dict[int, float]  # seed -> last-epoch test accuracy (fraction)
-    best_epoch: dict[int, float]
-    best_summary: Summary
-    final_summary: Summary
+    values: dict[str, dict[int, float]]  # column -> seed -> primary metric (stored units)
+    epochs: dict[str, dict[int, float]]  # "selected" / "best" -> seed -> epoch
+    extra: dict[str, dict[int, float]]  # extra metric -> seed -> value at the selected epoch
     paper: PaperNumber | None = None
 
     @property
     def seeds(self) -> list[int]:
         return sorted(r["seed"] for r in self.runs)
+
+    def summary(self, column: str) -> Summary:
+        return summarize(self.values[column].values())
 
     @property
     def is_ce(self) -> bool:
@@ -122,28 +114,26 @@ class LossRow:
 
     @property
     def label_smoothing(self) -> float:
-        return _float(_param(self.loss_params, "label_smoothing", "smoothing", "ls")) or 0.0
+        return _float(self.loss_params.get("label_smoothing")) or 0.0
 
     @property
     def log_end(self) -> float | None:
-        le = _float(_param(self.loss_params, "log_end", "le"))
-        if le is None and canonical_loss(self.loss) == "el":
-            return DEFAULT_LOG_END
-        return le
+        return _float(self.loss_params.get("log_end"))
 
     def params_text(self) -> str:
-        """The loss's own arguments that are switched on, e.g. ``log_end=0.75``."""
-        keep = {k: v for k, v in _shown_params(self.loss, self.loss_params).items() if not isinstance(v, list)}
-        return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(keep.items()))
+        """The loss parameters the run recorded, e.g. ``log_end=0.75``."""
+        shown = {k: v for k, v in self.loss_params.items() if not isinstance(v, (list, dict))}
+        return ", ".join(f"{k}={_text(v)}" for k, v in sorted(shown.items()))
 
     def signature(self) -> str:
         """sacrebleu-style: every setting a number depends on, in one line."""
         parts = [f"loss:{self.loss}"]
-        params = _relevant_params(self.loss, self.loss_params)
-        parts += [f"{k}:{v:g}" if isinstance(v, float) else f"{k}:{v}" for k, v in sorted(params.items())]
+        parts += [f"{k}:{_text(v)}" for k, v in sorted(self.loss_params.items())]
         parts.append("seeds:" + ",".join(str(s) for s in self.seeds))
         n_epochs = sorted({len(r["epochs"]) for r in self.runs})
         parts.append("epochs:" + ",".join(str(n) for n in n_epochs))
+        selection = sorted({str(r["final"].get("selection", "last")) for r in self.runs})
+        parts.append("select:" + ",".join(selection))
         hashes = sorted({r["config_hash"] for r in self.runs})
         parts.append("cfg:" + ",".join(h[:10] for h in hashes))
         versions: dict[str, set] = defaultdict(set)
@@ -160,12 +150,11 @@ class LossRow:
 
 @dataclass
 class Pair:
-    """One loss against its CE baseline in a group, on best-epoch and final accuracy."""
+    """One loss against its CE baseline in a group, per column of :data:`COLUMNS` the group shows."""
 
     row: LossRow
     base: LossRow
-    best: Comparison
-    final: Comparison
+    comparisons: dict[str, Comparison]
 
     @property
     def title(self) -> str:
@@ -180,6 +169,7 @@ class Group:
     dataset: str
     model: str
     task: str
+    metric: Metric
     rows: list[LossRow]
     pairs: list[Pair] = field(default_factory=list)
     unfinished: list[dict] = field(default_factory=list)
@@ -197,19 +187,42 @@ class Group:
     def test_notes(self) -> list[str]:
         return sorted({r["test_note"] for row in self.rows for r in row.runs if r.get("test_note")})
 
+    @property
+    def columns(self) -> list[str]:
+        """The columns shown: ``selected`` only when some run selected on a validation split."""
+        on_val = any(r["final"].get("selection") == "val" for row in self.rows for r in row.runs)
+        return [c for c in COLUMNS if c != "selected" or on_val]
 
-def _best_and_final(run: dict) -> tuple[float | None, float | None, float | None]:
-    final, epochs = run["final"], run["epochs"]
-    accs = [(e["epoch"], _float(e.get("test_acc"))) for e in epochs]
-    accs = [(ep, a) for ep, a in accs if a is not None]
-    best = _float(final.get("best_test_acc"))
-    best_epoch = _float(final.get("best_epoch"))
-    if best is None and accs:
-        best_epoch, best = max(accs, key=lambda t: (t[1], -t[0]))
-    last = _float(final.get("final_test_acc"))
-    if last is None and accs:
-        last = accs[-1][1]
-    return best, last, best_epoch
+    def heading(self, column: str) -> str:
+        return f"{self.metric.label}, {COLUMNS[column][1]}"
+
+    def scaled(self, x: float | None) -> float | None:
+        return None if x is None else x * self.metric.scale
+
+
+def _run_values(run: dict, metric: Metric) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """A run's primary metric per column, the selected and best epochs, and its extra metrics at the selected epoch.
+
+    Runs that stored only per-epoch values get them from the epochs (best: the first best epoch on test)."""
+    final, p = run["final"], metric.primary
+    history = [e for e in run["epochs"] if _float(e.get(f"test_{p}")) is not None]
+    values = {c: _float(final.get(prefix + p)) for c, (prefix, _) in COLUMNS.items()}
+    epochs = {"best": _float(final.get("best_epoch")), "selected": _float(final.get("selected_epoch"))}
+    if history:
+        last = history[-1]
+        sign = 1.0 if metric.higher_is_better else -1.0
+        best = max(history, key=lambda e: (sign * float(e[f"test_{p}"]), -e["epoch"]))
+        if values["best"] is None:
+            values["best"], epochs["best"] = float(best[f"test_{p}"]), float(best["epoch"])
+        if values["final"] is None:
+            values["final"] = float(last[f"test_{p}"])
+        if values["selected"] is None and final.get("selection", "last") == "last":
+            values["selected"], epochs["selected"] = values["final"], float(last["epoch"])
+    at = {int(e["epoch"]): e for e in run["epochs"]}.get(int(epochs["selected"])) if epochs["selected"] is not None \
+        else None
+    extra = {x: _float(at.get(f"test_{x}")) for x in metric.extra} if at else {}
+    drop = lambda d: {k: v for k, v in d.items() if v is not None}  # noqa: E731
+    return drop(values), drop(epochs), drop(extra)
 
 
 def _open(store_or_path: ResultsStore | str | os.PathLike) -> ResultsStore:
@@ -221,28 +234,20 @@ def _open(store_or_path: ResultsStore | str | os.PathLike) -> ResultsStore:
     return ResultsStore(path)
 
 
-def _make_row(runs: list[dict], label: str) -> LossRow:
-    best, final, best_epoch = {}, {}, {}
+def _make_row(runs: list[dict], label: str, metric: Metric) -> LossRow:
+    values: dict[str, dict[int, float]] = {c: {} for c in COLUMNS}
+    epochs: dict[str, dict[int, float]] = {"selected": {}, "best": {}}
+    extra: dict[str, dict[int, float]] = {x: {} for x in metric.extra}
     for r in runs:
-        b, f, be = _best_and_final(r)
-        if b is not None:
-            best[r["seed"]] = b
-        if f is not None:
-            final[r["seed"]] = f
-        if be is not None:
-            best_epoch[r["seed"]] = be
-    params = dict(runs[0].get("loss_params") or {})
-    return LossRow(
-        loss=runs[0]["loss"],
-        loss_label=label,
-        loss_params=params,
-        runs=runs,
-        best=best,
-        final=final,
-        best_epoch=best_epoch,
-        best_summary=summarize(best.values()),
-        final_summary=summarize(final.values()),
-    )
+        v, e, x = _run_values(r, metric)
+        for column, value in v.items():
+            values[column][r["seed"]] = value
+        for column, value in e.items():
+            epochs[column][r["seed"]] = value
+        for name, value in x.items():
+            extra[name][r["seed"]] = value
+    return LossRow(loss=runs[0]["loss"], loss_label=label, loss_params=dict(runs[0].get("loss_params") or {}),
+                   runs=runs, values=values, epochs=epochs, extra=extra)
 
 
 def _baseline(row: LossRow, rows: list[LossRow]) -> LossRow | None:
@@ -278,45 +283,45 @@ def collect(store_or_path: ResultsStore | str | os.PathLike, **filters: Any) -> 
         r["final"] = finals.get(r["run_id"], {})
         r["epochs"] = epochs.get(r["run_id"], [])
         by_group[key].append(r)
+    return [_group(key, by_group.get(key, []), pending.get(key, [])) for key in sorted(set(by_group) | set(pending))]
 
-    groups = []
-    for key in sorted(set(by_group) | set(pending)):
-        group_runs = by_group.get(key, [])
-        notes = []
-        by_loss: dict[tuple[str, str], list[dict]] = defaultdict(list)
-        for r in group_runs:
-            by_loss[(r["loss"], r["loss_label"])].append(r)
-        rows = []
-        for (_loss, label), lruns in by_loss.items():
-            seeds = Counter(r["seed"] for r in lruns)
-            hashes = sorted({r["config_hash"] for r in lruns})
-            if len(hashes) > 1 and max(seeds.values()) > 1:
-                # the same label and seed under two configs: those are two settings, not two repetitions
-                notes.append(
-                    f"{label}: runs with the same seed come from {len(hashes)} different configs; "
-                    "shown as separate rows, labelled by config hash"
-                )
-                for h in hashes:
-                    rows.append(_make_row([r for r in lruns if r["config_hash"] == h], f"{label} [cfg {h[:7]}]"))
-            else:
-                rows.append(_make_row(lruns, label))
-        rows.sort(key=lambda row: (not row.is_ce, row.label_smoothing, row.loss_label))
-        task = group_runs[0]["task"] if group_runs else pending[key][0]["task"]
-        g = Group(key[0], key[1], key[2], task, rows, unfinished=pending.get(key, []), notes=notes)
+
+def _group(key: tuple[str, str, str], group_runs: list[dict], pending: list[dict]) -> Group:
+    notes = []
+    metrics = {Metric.of(r) for r in group_runs} or {Metric()}
+    metric = next(iter(metrics))
+    if len(metrics) > 1:
+        notes.append(f"runs declare {len(metrics)} different metrics; the table uses {metric.primary!r}")
+    by_loss: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in group_runs:
+        by_loss[(r["loss"], r["loss_label"])].append(r)
+    rows = []
+    for (_loss, label), lruns in by_loss.items():
+        seeds = Counter(r["seed"] for r in lruns)
+        hashes = sorted({r["config_hash"] for r in lruns})
+        if len(hashes) > 1 and max(seeds.values()) > 1:
+            # the same label and seed under two configs: those are two settings, not two repetitions
+            notes.append(f"{label}: runs with the same seed come from {len(hashes)} different configs; "
+                         "shown as separate rows, labelled by config hash")
+            rows += [_make_row([r for r in lruns if r["config_hash"] == h], f"{label} [cfg {h[:7]}]", metric)
+                     for h in hashes]
+        else:
+            rows.append(_make_row(lruns, label, metric))
+    rows.sort(key=lambda row: (not row.is_ce, row.label_smoothing, row.loss_label))
+    task = (group_runs or pending)[0]["task"]
+    g = Group(key[0], key[1], key[2], task, metric, rows, unfinished=pending, notes=notes)
+    if metric.paper:
         for row in rows:
-            row.paper = paper_number(
-                g.dataset, g.model, row.loss, row.log_end if canonical_loss(row.loss) == "el" else None,
-                label_smoothing=row.label_smoothing,
-            )  # fmt: skip
-        if rows and not any(r.is_ce for r in rows):
-            notes.append("no CE run in this group: no comparison with CE")
-        for row in rows:
-            base = _baseline(row, rows)
-            if base is None or (row.is_ce and row.label_smoothing == 0.0):
-                continue
-            g.pairs.append(Pair(row, base, compare(base.best, row.best), compare(base.final, row.final)))
-        groups.append(g)
-    return groups
+            row.paper = paper_number(g.dataset, g.model, row.loss, row.log_end, label_smoothing=row.label_smoothing,
+                                     metric=metric.paper)
+    if rows and not any(r.is_ce for r in rows):
+        notes.append("no CE run in this group: no comparison with CE")
+    for row in rows:
+        base = _baseline(row, rows)
+        if base is None or (row.is_ce and row.label_smoothing == 0.0):
+            continue
+        g.pairs.append(Pair(row, base, {c: compare(base.values[c], row.values[c]) for c in g.columns}))
+    return g
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -324,57 +329,54 @@ def collect(store_or_path: ResultsStore | str | os.PathLike, **filters: Any) -> 
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _pct(x: float | None) -> float | None:
-    return None if x is None else x * SCALE
-
-
-def _fmt_summary(s: Summary) -> str:
+def _fmt_summary(s: Summary, scale: float) -> str:
     if s.mean is None:
         return "n/a"
     if s.std is None:
-        return f"{s.mean * SCALE:.{DIGITS}f} (n = 1, no std)"
-    return f"{s.mean * SCALE:.{DIGITS}f} ± {s.std * SCALE:.{DIGITS}f}"
+        return f"{s.mean * scale:.{DIGITS}f} (n = 1, no std)"
+    return f"{s.mean * scale:.{DIGITS}f} ± {s.std * scale:.{DIGITS}f}"
+
+
+def _headline(g: Group) -> str:
+    """The column a loss is judged on: selected on validation when the recipe has a validation split, else final."""
+    return g.columns[0]
 
 
 def table_rows(store_or_path: ResultsStore | str | os.PathLike | list[Group], **filters: Any) -> list[dict[str, Any]]:
-    """One dict per (group, loss) with raw numbers (in %) and display strings, ready for a rich table.
+    """One dict per (group, loss) with raw numbers (scaled for display) and display strings, ready for a table.
 
-    Keys: recipe, dataset, model, loss, loss_label, params, n, seeds, best_mean, best_std, final_mean, final_std,
-    best_epoch_mean, best (text), final (text), paper (text or None), paper_note, test_note, vs_ce_best,
-    vs_ce_final (texts or None), signature.
+    Keys: recipe, dataset, model, task, metric (the primary metric's label), loss, loss_label, params, n, seeds;
+    per shown column ``c`` of :data:`COLUMNS` (``selected`` only with a validation split, ``final``, ``best``):
+    ``c`` (text), ``c_mean``, ``c_std``, ``vs_ce_c`` (text or None); ``selected_epoch_mean``, ``best_epoch_mean``;
+    each extra metric (text, at the selected epoch); paper (text or None), paper_note, test_note, signature.
     """
     groups = store_or_path if isinstance(store_or_path, list) else collect(store_or_path, **filters)
     out = []
     for g in groups:
         pairs = {id(p.row): p for p in g.pairs}
+        scale = g.metric.scale
         for row in g.rows:
             p = pairs.get(id(row))
-            be = summarize(row.best_epoch.values())
-            out.append(
-                {
-                    "recipe": g.recipe,
-                    "dataset": g.dataset,
-                    "model": g.model,
-                    "loss": row.loss,
-                    "loss_label": row.loss_label,
-                    "params": row.params_text(),
-                    "n": len(row.runs),
-                    "seeds": row.seeds,
-                    "best_mean": _pct(row.best_summary.mean),
-                    "best_std": _pct(row.best_summary.std),
-                    "final_mean": _pct(row.final_summary.mean),
-                    "final_std": _pct(row.final_summary.std),
-                    "best_epoch_mean": be.mean,
-                    "best": _fmt_summary(row.best_summary),
-                    "final": _fmt_summary(row.final_summary),
-                    "paper": row.paper.format() if row.paper else None,
-                    "paper_note": row.paper.describe() if row.paper else None,
-                    "test_note": "; ".join(g.test_notes) or None,
-                    "vs_ce_best": p.best.format(SCALE, DIGITS) if p else None,
-                    "vs_ce_final": p.final.format(SCALE, DIGITS) if p else None,
-                    "signature": row.signature(),
-                }
-            )
+            item: dict[str, Any] = {
+                "recipe": g.recipe, "dataset": g.dataset, "model": g.model, "task": g.task, "metric": g.metric.label,
+                "loss": row.loss, "loss_label": row.loss_label, "params": row.params_text(), "n": len(row.runs),
+                "seeds": row.seeds,
+            }
+            for c in g.columns:
+                s = row.summary(c)
+                item.update({c: _fmt_summary(s, scale), f"{c}_mean": g.scaled(s.mean), f"{c}_std": g.scaled(s.std),
+                             f"vs_ce_{c}": p.comparisons[c].format(scale, DIGITS) if p else None})
+            for name in ("selected", "best"):
+                item[f"{name}_epoch_mean"] = summarize(row.epochs[name].values()).mean
+            for x in g.metric.extra:
+                item[x] = _fmt_summary(summarize(row.extra[x].values()), scale)
+            item.update({
+                "paper": row.paper.format() if row.paper else None,
+                "paper_note": row.paper.describe() if row.paper else None,
+                "test_note": "; ".join(g.test_notes) or None,
+                "signature": row.signature(),
+            })
+            out.append(item)
     return out
 
 
@@ -383,86 +385,57 @@ def group_tables(store_or_path: ResultsStore | str | os.PathLike | list[Group], 
 
     Each dict has ``recipe``, ``dataset``, ``model``, ``task``, ``title``, ``caption`` (test-set note and how to
     read the numbers), ``columns`` (names) and ``rows`` (dicts keyed by those names, values are strings), plus
-    ``comparisons`` (one line per loss vs CE, as in the report) and ``notes`` (why something is missing).
+    ``comparisons`` (one line per loss vs CE and column, as in the report) and ``notes`` (why something is missing).
     """
     groups = store_or_path if isinstance(store_or_path, list) else collect(store_or_path, **filters)
-    columns = ["loss", "n", "best acc (%)", "final acc (%)", "vs CE, best (pts)", "paper (their recipe)"]
     out = []
     for g in groups:
         pairs = {id(p.row): p for p in g.pairs}
+        head = _headline(g)
+        vs = f"vs CE, {COLUMNS[head][1]}"
+        columns = ["loss", "n", *(COLUMNS[c][1] for c in g.columns), *g.metric.extra, vs, "paper (their recipe)"]
         rows = []
         for row in g.rows:
             p = pairs.get(id(row))
             paper = "–"
             if row.paper is not None:
                 paper = row.paper.format() + ("" if row.paper.same_model else " (other model)")
-            rows.append(
-                {
-                    "loss": row.loss_label,
-                    "n": str(len(row.runs)),
-                    "best acc (%)": _fmt_summary(row.best_summary),
-                    "final acc (%)": _fmt_summary(row.final_summary),
-                    "vs CE, best (pts)": p.best.format(SCALE, DIGITS) if p else "–",
-                    "paper (their recipe)": paper,
-                }
-            )
-        caption = "mean ± std over seeds; vs CE: B − A [95% CI], paired t-test p, n seeds"
+            cells = {"loss": row.loss_label, "n": str(len(row.runs))}
+            cells.update({COLUMNS[c][1]: _fmt_summary(row.summary(c), g.metric.scale) for c in g.columns})
+            cells.update({x: _fmt_summary(summarize(row.extra[x].values()), g.metric.scale) for x in g.metric.extra})
+            cells.update({vs: p.comparisons[head].format(g.metric.scale, DIGITS) if p else "–",
+                          "paper (their recipe)": paper})
+            rows.append(cells)
+        caption = f"{g.metric.label}: mean ± std over seeds; vs CE: B − A [95% CI], paired t-test p, n seeds"
         if g.test_notes:
             caption = "test set: " + "; ".join(g.test_notes) + "\n" + caption
-        comparisons = [
-            f"{p.title}, {name}: {c.format(SCALE, DIGITS)}: {c.verdict()}"
-            for p in g.pairs
-            for name, c in (("best", p.best), ("final", p.final))
-        ]
+        comparisons = [f"{p.title}, {COLUMNS[c][1]}: {cmp.format(g.metric.scale, DIGITS)}: {cmp.verdict()}"
+                       for p in g.pairs for c, cmp in p.comparisons.items()]
         notes = list(g.notes)
         if g.unfinished:
             notes.append(f"{len(g.unfinished)} unfinished run(s) left out")
-        out.append(
-            {
-                "recipe": g.recipe,
-                "dataset": g.dataset,
-                "model": g.model,
-                "task": g.task,
-                "title": g.title,
-                "caption": caption,
-                "columns": columns,
-                "rows": rows,
-                "comparisons": comparisons,
-                "notes": notes,
-            }
-        )
+        out.append({"recipe": g.recipe, "dataset": g.dataset, "model": g.model, "task": g.task, "title": g.title,
+                    "caption": caption, "columns": columns, "rows": rows, "comparisons": comparisons, "notes": notes})
     return out
 
 
 def comparison_rows(
     store_or_path: ResultsStore | str | os.PathLike | list[Group], **filters: Any
 ) -> list[dict[str, Any]]:
-    """One dict per (group, loss vs its CE baseline, metric): difference in points with its CI and test."""
+    """One dict per (group, loss vs its CE baseline, column): the difference (scaled) with its CI and test."""
     groups = store_or_path if isinstance(store_or_path, list) else collect(store_or_path, **filters)
     out = []
     for g in groups:
         for p in g.pairs:
-            for metric, c in (("best", p.best), ("final", p.final)):
-                out.append(
-                    {
-                        "recipe": g.recipe,
-                        "dataset": g.dataset,
-                        "model": g.model,
-                        "a": p.base.loss_label,
-                        "b": p.row.loss_label,
-                        "metric": metric,
-                        "method": c.method,
-                        "n": c.n if c.method != "welch" else c.n_a + c.n_b,
-                        "diff": _pct(c.mean_diff),
-                        "ci_low": _pct(c.ci_low),
-                        "ci_high": _pct(c.ci_high),
-                        "p": c.p,
-                        "excludes_zero": c.excludes_zero,
-                        "text": f"{p.title}: {c.format(SCALE, DIGITS)}",
-                        "verdict": c.verdict(),
-                        "note": c.note,
-                    }
-                )
+            for column, c in p.comparisons.items():
+                out.append({
+                    "recipe": g.recipe, "dataset": g.dataset, "model": g.model, "a": p.base.loss_label,
+                    "b": p.row.loss_label, "metric": column, "method": c.method,
+                    "n": c.n if c.method != "welch" else c.n_a + c.n_b,
+                    "diff": g.scaled(c.mean_diff), "ci_low": g.scaled(c.ci_low), "ci_high": g.scaled(c.ci_high),
+                    "p": c.p, "excludes_zero": c.excludes_zero,
+                    "text": f"{p.title}: {c.format(g.metric.scale, DIGITS)}", "verdict": c.verdict(), "note": c.note,
+                })
     return out
 
 
@@ -656,12 +629,12 @@ def _versions_text(runs: list[dict]) -> str:
 
 
 def _paper_direction(p: Pair) -> str | None:
-    """Does our best-epoch difference agree with the paper's direction (their recipe)?"""
+    """Does our best-on-test difference (the paper's protocol) agree with the paper's direction (their recipe)?"""
     if p.row.paper is None or p.base.paper is None or p.row.paper.metric != p.base.paper.metric:
         return None
     paper_diff = p.row.paper.mean - p.base.paper.mean
-    c = p.best
-    text = f"paper (their recipe): {format_signed(paper_diff, DIGITS)} points"
+    c = p.comparisons["best"]
+    text = f"paper (their recipe): {format_signed(paper_diff, DIGITS)} points; ours on the same protocol (best on test)"
     if c.excludes_zero is None:
         return text + "; we cannot tell the direction (no interval)."
     ours_up = c.ci_low > 0 if c.excludes_zero else None
@@ -724,12 +697,15 @@ def write_report(
         ]
     )
     doc.p(
-        "How to read: accuracies are top-1 test accuracy in %, mean ± sample std (ddof = 1) over seeds. "
-        "*Best* is the best epoch's test accuracy (chosen on the test set, as the paper does, so it is optimistic); "
-        "*final* is the last epoch's. Differences are in percentage points, B − A over the seeds both losses ran, "
-        "with a 95% t-interval and a two-sided paired t-test (Welch's unpaired test when seeds do not match). "
+        "How to read: each table shows its task's primary metric (named in the column headings), mean ± sample std "
+        "(ddof = 1) over seeds. *Selected* is the value at the epoch chosen on the validation split (shown only "
+        "when the recipe holds one out); *final* is the last epoch's. *Best on test (paper's protocol)* is the best "
+        "epoch chosen on the test set itself, as the paper reports: it selects on the test set, so it is "
+        "optimistic and never the headline. Differences are B − A over the seeds both losses ran, with a 95% "
+        "t-interval and a two-sided paired t-test (Welch's unpaired test when seeds do not match). "
         '"paper (their recipe)" is the paper\'s number for its own model and schedule, shown for orientation: '
-        "our recipes are not the paper's, so only the direction of a difference is comparable."
+        "our recipes are not the paper's, so only the direction of a difference is comparable, and only on the "
+        "paper's protocol."
     )
     if not groups:
         doc.p("No runs in this database" + (" match the filters." if filters else "."))
@@ -752,24 +728,16 @@ def write_report(
                     paper = f"{row.paper.format()} [{footnotes.index(row.paper) + 1}]"
                     if not row.paper.same_model:
                         paper += " (other model)"
-                be = summarize(row.best_epoch.values())
-                table.append(
-                    [
-                        row.loss_label,
-                        row.params_text() or "–",
-                        str(len(row.runs)),
-                        _fmt_summary(row.best_summary),
-                        _fmt_summary(row.final_summary),
-                        "–" if be.mean is None else f"{be.mean:.1f}",
-                        paper,
-                    ]
-                )
-            doc.table(
-                ["loss", "params", "n seeds", "best test acc (%)", "final test acc (%)", "best epoch (mean)",
-                 "paper (their recipe)"],
-                table,
-                ["l", "l", "r", "r", "r", "r", "r"],
-            )  # fmt: skip
+                epoch = summarize(row.epochs[_headline(g) if _headline(g) == "selected" else "best"].values())
+                table.append([row.loss_label, row.params_text() or "–", str(len(row.runs)),
+                              *(_fmt_summary(row.summary(c), g.metric.scale) for c in g.columns),
+                              *(_fmt_summary(summarize(row.extra[x].values()), g.metric.scale)
+                                for x in g.metric.extra),
+                              "–" if epoch.mean is None else f"{epoch.mean:.1f}", paper])
+            epoch_heading = "selected epoch (mean)" if _headline(g) == "selected" else "best-on-test epoch (mean)"
+            headers = ["loss", "params", "n seeds", *(g.heading(c) for c in g.columns), *g.metric.extra,
+                       epoch_heading, "paper (their recipe)"]
+            doc.table(headers, table, ["l", "l"] + ["r"] * (len(headers) - 2))
             notes = g.test_notes
             doc.p("Test set: " + ("; ".join(notes) if notes else "not recorded in the run config."))
             if footnotes:
@@ -789,9 +757,10 @@ def write_report(
                     doc.p("Only CE runs in this group: nothing to compare.")
             for p in g.pairs:
                 items = []
-                for name, c in (("best", p.best), ("final", p.final)):
+                for column, c in p.comparisons.items():
+                    name = COLUMNS[column][1]
                     if c.method == "none":  # format() already says why there is no interval
-                        items.append(f"{name}: {p.title}: {c.format(SCALE, DIGITS)}.")
+                        items.append(f"{name}: {p.title}: {c.format(g.metric.scale, DIGITS)}.")
                         continue
                     method = {"paired": "paired t-test", "welch": "Welch t-test"}[c.method]
                     if c.note:
@@ -801,7 +770,7 @@ def write_report(
                         .replace("B > A", f"{p.row.loss_label} higher")
                         .replace("B < A", f"{p.row.loss_label} lower")
                     )
-                    items.append(f"{name}: {p.title}: {c.format(SCALE, DIGITS)} ({method}): {verdict}.")
+                    items.append(f"{name}: {p.title}: {c.format(g.metric.scale, DIGITS)} ({method}): {verdict}.")
                 direction = _paper_direction(p)
                 if direction:
                     items.append(direction)
@@ -818,7 +787,8 @@ def write_report(
             used.add(slug)
             doc.h(3, "Curves")
             for metric, ylabel, what, scale, zoom in (
-                ("test_acc", "test accuracy (%)", "Test accuracy per epoch", SCALE, True),
+                (f"test_{g.metric.primary}", f"test {g.metric.label}", f"Test {g.metric.label} per epoch",
+                 g.metric.scale, True),
                 ("p_target", "mean target probability p_y", "Mean target probability per epoch", 1.0, False),
             ):
                 name = f"{slug}_{metric}.png"

@@ -610,6 +610,21 @@ class ResultsStore:
             )
         return len(payload)
 
+    def set_loss_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        """Replace the loss parameters a run recorded (a layer that knows the losses re-records old runs)."""
+        with self._write() as c:
+            self._require(c, run_id)
+            c.execute("UPDATE runs SET loss_params = ? WHERE run_id = ?", (_to_json(dict(params), "loss_params"), run_id))
+
+    def meta(self, key: str) -> str | None:
+        """A value of the ``meta`` table (None when unset)."""
+        row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._write() as c:
+            c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(value)))
+
     def delete(self, run_id: str) -> bool:
         """Remove a run with its epochs, final metrics and rows. True when it existed."""
         with self._write() as c:

@@ -18,8 +18,8 @@ from encouraging.analysis import (
     run_metrics,
 )
 from encouraging.cli import main
-from encouraging.results import ResultsStore, write_report
 from encouraging.experiment import load_run
+from encouraging.results import ResultsStore, write_report
 
 FAST = AnalysisConfig(grad_examples=64)
 

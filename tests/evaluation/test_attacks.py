@@ -20,10 +20,10 @@ from encouraging.engine.batches import TensorBatches
 from encouraging.engine.config import Config, apply_overrides, config_hash
 from encouraging.engine.task import DataStats, Prepared
 from encouraging.engine.trainer import Trainer
-from encouraging.tasks.image import ImageTask
-from encouraging.results import ResultsStore, write_report
+from encouraging.evaluation.attacks import evaluate_attacks, masking_checks, masking_signs, paper_cell
 from encouraging.experiment import load_run
-from encouraging.evaluation.attacks import evaluate_attacks, masking_checks, masking_signs
+from encouraging.results import ResultsStore, write_report
+from encouraging.tasks.image import ImageTask
 
 
 class Brightness(nn.Module):
@@ -108,6 +108,14 @@ def test_masking_signs():
     assert "black-box Square vs gradient attacks" in masking_checks(masked)
     assert "AutoAttack vs PGD" in masking_checks(masked)
     assert "no black-box check" in masking_checks(clean[:4]) and "FGSM vs PGD" in masking_checks(clean[:4])
+
+
+def test_paper_cell_looks_up_the_papers_linf_curves():
+    assert paper_cell("fgsm", "linf", 0.0) == "98.69 / 99.04"
+    assert paper_cell("fgsm", "linf", 0.2) == "44.22 / 63.00"
+    assert paper_cell("pgd", "linf", 0.1 + 0.2) == "0.53 / 11.21"  # 0.30000000000000004
+    for args in (("pgd", "linf", 0.35), ("square", "linf", 0.1), ("pgd_l2", "l2", 1.0)):
+        assert paper_cell(*args) == "–"
 
 
 def test_evaluate_attacks_on_a_trained_run(trained_runs, data_root):

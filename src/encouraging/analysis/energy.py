@@ -1,4 +1,5 @@
-"""Conditional energies ``E(k|x) = -f_k(x)`` averaged over the examples of each class (paper §4.2).
+"""Conditional energies ``E(k|x) = -f_k(x)`` (:func:`~encouraging.evaluation.energy.conditional_energy`) averaged
+over the examples of each class (paper §4.2).
 
 CE in energy form, ``E(y|x) + log(exp(-E(y|x)) + sum_{k != y} exp(-E(k|x)))``, also pushes the data energy up
 through the denominator; EL, ``E(y|x) + log sum_{k != y} exp(-E(k|x))``, has no such barrier, so it should reach
@@ -10,15 +11,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..evaluation.energy import conditional_energy
+
 
 def class_energy(logits: Tensor, target: Tensor, num_classes: int | None = None) -> Tensor:
-    """``E[c, k]`` = mean of ``-f_k`` over the examples of class ``c``: ``(C, C)``; NaN rows for absent classes."""
+    """``E[c, k]`` = mean of ``E(k|x) = -f_k(x)`` over the examples ``x`` of class ``c``, in float64: ``(C, C)``;
+    NaN rows for absent classes."""
     if logits.dim() != 2:
         raise ValueError(f"logits must have shape (N, C), got {tuple(logits.shape)}")
     c = num_classes or logits.shape[1]
     if c != logits.shape[1]:
         raise ValueError(f"num_classes={c} does not match the {logits.shape[1]} logits per example")
-    sums = torch.zeros(c, c, dtype=torch.float64).index_add_(0, target, -logits.double())
+    sums = torch.zeros(c, c, dtype=torch.float64).index_add_(0, target, conditional_energy(logits.double()))
     counts = torch.bincount(target, minlength=c).double()
     return sums / counts[:, None]  # 0/0 = NaN where a class has no examples
 

@@ -24,20 +24,13 @@ import torch
 
 from ..engine.adversarial import NormalizedModel, build_attack, default_spec
 from ..results import Doc, Group, ResultsStore, group_rows, register_section
+from ..results.paper import paper_number
 from ..results.stats import compare, mean_std_text
 from .ood import eval_batches
 
 if TYPE_CHECKING:
     from ..experiment.loading import LoadedRun
 
-# paper.md §5.8: the torchattacks-demo CNN on MNIST, standard training, single runs (readme.sh), L∞, in %.
-PAPER_LINF = {
-    "fgsm": {"CE": (98.69, 94.43, 84.21, 64.80, 44.22, 31.15, 21.72),
-             "EL": (99.04, 96.34, 91.09, 79.68, 63.00, 46.50, 34.80)},
-    "pgd": {"CE": (98.69, 93.69, 76.52, 39.69, 13.34, 2.92, 0.53),
-            "EL": (99.04, 95.07, 81.32, 54.18, 30.25, 18.12, 11.21)},
-}
-PAPER_EPS = (0.0, 0.05, 0.10, 0.15, 0.20, 0.25, 0.30)
 GRADIENT_ATTACKS = ("fgsm", "pgd", "pgd_l2", "cw")
 
 
@@ -187,6 +180,16 @@ def plot_robustness(rows: list[dict], norm: str, path: Path) -> str | None:
             f"{rows[0]['n']} test images.")
 
 
+def paper_cell(attack: str, norm: str, eps: float) -> str:
+    """``"CE / EL"``: the paper's L∞ robust accuracy (%) of the torchattacks-demo CNN on MNIST for ``attack`` at
+    ``eps``, looked up in :data:`encouraging.results.paper.PAPER_NUMBERS` (metric ``<attack>_linf@<eps>``); "–"
+    where the paper has none."""
+    if norm != "linf":
+        return "–"
+    ce, el = (paper_number("mnist", "attack_cnn", loss, metric=f"{attack}_linf@{eps:g}") for loss in ("ce", "el"))
+    return f"{ce.format()} / {el.format()}" if ce and el else "–"
+
+
 def render_attacks(store: ResultsStore, group: Group, doc: Doc, out: Path, slug: str) -> None:
     """Report section: robust accuracy per attack x ε x loss, EL − CE with paired CIs, plots, masking signs."""
     rows = group_rows(store, group, "attack")
@@ -213,10 +216,7 @@ def render_attacks(store: ResultsStore, group: Group, doc: Doc, out: Path, slug:
                     other = curves.get((lb, attack, norm), {}).get(e, {})
                     cells.append(compare(ce, other).format(100.0, 2) if ce and other else "–")
             if paper:
-                ref = PAPER_LINF.get(attack) if norm == "linf" else None
-                i = min(range(len(PAPER_EPS)), key=lambda j: abs(PAPER_EPS[j] - e))
-                cells.append(f"{ref['CE'][i]:.2f} / {ref['EL'][i]:.2f}" if ref and abs(PAPER_EPS[i] - e) < 1e-9
-                             else "–")
+                cells.append(paper_cell(attack, norm, e))
             table.append([attack, norm, f"{e:g}", *cells])
     doc.table(headers, table, ["l", "l", "r"] + ["r"] * (len(headers) - 3))
     n = sorted({r["n"] for r in rows})

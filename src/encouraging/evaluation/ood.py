@@ -4,12 +4,14 @@ Every detector has one interface: ``fit(model, batches)`` (a no-op except for Ma
 ``score(model, x, logits=None) -> (N,)`` with **higher = more in-distribution**, for normalized batches ``x`` as
 the run's batch sources give them; ``logits`` (the model's float64 logits of ``x``, when already computed) spare
 the logit-based detectors a forward pass, so an evaluation runs the model once per batch for all of them.
-Scores come from pytorch-ood's score functions (which return outlier scores, higher = more OOD; we negate them):
+The energy scores come from :mod:`.energy`, the others from pytorch-ood's score functions (which return outlier
+scores, higher = more OOD; we negate them):
 
 =============  ===========================================================================================
 ``msp``        max softmax probability ``max_k softmax(f)_k`` (Hendrycks & Gimpel 2017)
-``max_logit``  ``max_k f_k`` = −min_k E(k|x), the paper's "negative max conditional energy"
-``energy``     negative free energy ``T logsumexp(f / T)`` (Liu et al. 2020; pytorch-ood's ``E = −T lse(f/T)``)
+``max_logit``  ``max_k f_k`` = −min_k E(k|x) (:func:`.energy.conditional_energy`), the paper's "negative max
+               conditional energy"
+``energy``     negative free energy ``−F(x) = T logsumexp(f / T)`` (:func:`.energy.free_energy`; Liu et al. 2020)
 ``odin``       MSP at temperature T = 1000 of ``x − ε sign(∇x CE(f(x)/T, ŷ))``, ε = 0.0014 in pixel units
                (Liang et al. 2018; pytorch-ood's ``odin_preprocessing``)
 ``mahalanobis``  −½ min_k (z − μ_k)ᵀ Σ⁻¹ (z − μ_k) on the penultimate features z, class means and a shared
@@ -38,15 +40,15 @@ from ..data import FolderData, find_array, load_image_dataset
 from ..engine.batches import LoaderBatches, TensorBatches
 from ..models import features
 from ..results import Doc, Group, ResultsStore, group_rows, register_section
+from ..results.paper import paper_number
 from ..results.stats import compare, mean_std_text
+from .energy import conditional_energy, free_energy
 from .ood_metrics import expected_calibration_error, ood_metrics
 
 if TYPE_CHECKING:
     from ..experiment.loading import LoadedRun
 
 HIST_BINS = 40
-# The paper's MNIST -> Fashion-MNIST numbers (paper.md §5.7; MNISTNet checkpoints, detector not stated), in %.
-PAPER_MNIST_FMNIST = {"CE": {"auroc": 95.68, "fpr95": 20.92}, "EL": {"auroc": 98.04, "fpr95": 8.69}}
 
 
 # ------------------------------------------------------------------------------------------------------ detectors
@@ -138,18 +140,6 @@ def _msp(logits: Tensor) -> Tensor:
     return -MaxSoftmax.score(logits)
 
 
-def _max_logit(logits: Tensor) -> Tensor:
-    from pytorch_ood.detector import MaxLogit
-
-    return -MaxLogit.score(logits)
-
-
-def _neg_energy(temperature: float) -> Callable[[Tensor], Tensor]:
-    from pytorch_ood.detector import EnergyBased
-
-    return lambda logits: -EnergyBased.score(logits, temperature)
-
-
 @dataclass(frozen=True)
 class DetectorInfo:
     name: str
@@ -162,9 +152,9 @@ DETECTORS = {
     for d in (
         DetectorInfo("msp", "max softmax probability", lambda notes: LogitDetector("msp", _msp)),
         DetectorInfo("max_logit", "max logit (-min conditional energy)",
-                     lambda notes: LogitDetector("max_logit", _max_logit)),
+                     lambda notes: LogitDetector("max_logit", lambda f: -conditional_energy(f).amin(-1))),
         DetectorInfo("energy", "negative free energy T logsumexp(f/T), T = 1",
-                     lambda notes: LogitDetector("energy", _neg_energy(1.0), "T=1")),
+                     lambda notes: LogitDetector("energy", lambda f: -free_energy(f, 1.0), "T=1")),
         DetectorInfo("odin", "ODIN: temperature 1000 + input perturbation 0.0014",
                      lambda notes: ODIN(norm_std=list(notes["std"]) if notes.get("std") else None)),
         DetectorInfo("mahalanobis", "Mahalanobis distance on penultimate features (fit on train)",
@@ -412,9 +402,7 @@ def render_ood(store: ResultsStore, group: Group, doc: Doc, out: Path, slug: str
         doc.table(["OOD set", "detector", "difference", "AUROC (points)", "FPR95 (points)"], diffs)
         doc.p("Each cell: mean difference over seeds [95% t-interval], paired t-test p, number of pairs.")
     if group.dataset == "mnist" and any(r["ood_dataset"] in ("fashion_mnist", "fmnist") for r in rows):
-        p = PAPER_MNIST_FMNIST
-        doc.p(f"Paper (MNISTNet checkpoints, single runs, detector not stated; paper.md §5.7): CE AUROC "
-              f"{p['CE']['auroc']}, FPR95 {p['CE']['fpr95']}; EL AUROC {p['EL']['auroc']}, FPR95 {p['EL']['fpr95']}.")
+        doc.p(f"Paper (MNISTNet checkpoints, single runs, detector not stated; paper.md §5.7): {paper_ood_text()}.")
     hists = group_rows(store, group, "ood_hist")
     for ood in dict.fromkeys(r["ood_dataset"] for r in rows):
         name = f"{slug}_ood_{_file_part(ood)}.png"
@@ -422,6 +410,16 @@ def render_ood(store: ResultsStore, group: Group, doc: Doc, out: Path, slug: str
         if caption:
             doc.img(name, f"OOD score histograms, {ood}")
             doc.p(caption)
+
+
+def paper_ood_text() -> str:
+    """The paper's MNIST -> Fashion-MNIST AUROC / FPR95 (%) of CE and EL, looked up in
+    :data:`encouraging.results.paper.PAPER_NUMBERS`."""
+
+    def value(loss: str, metric: str) -> str:
+        return paper_number("mnist_vs_fashion_mnist", "mnistnet", loss, metric=metric).format()
+
+    return "; ".join(f"{lb} AUROC {value(lb, 'auroc')}, FPR95 {value(lb, 'fpr95')}" for lb in ("CE", "EL"))
 
 
 def _file_part(text: str) -> str:

@@ -267,15 +267,16 @@ def set_value(cfg: Any, key: str, value: Any, raw: str | None = None, prefix: st
 
 
 def _switch_task(cfg: Config, task: str) -> None:
+    """Give ``cfg`` the sections of ``task``; values set away from the old section's defaults carry over where the
+    new section has a field of that name (a task's defaults are never replaced by another task's)."""
     data_cls, model_cls = task_sections(task)
-    old = {"data": cfg.data, "model": cfg.model}
     cfg.task = task
     for section, cls in (("data", data_cls), ("model", model_cls)):
-        new = cls()
-        names = {f.name for f in dataclasses.fields(cls)}
-        for f in dataclasses.fields(old[section]):
-            if f.name in names:
-                setattr(new, f.name, getattr(old[section], f.name))
+        old, new = getattr(cfg, section), cls()
+        names, defaults = {f.name for f in dataclasses.fields(cls)}, type(old)()
+        for f in dataclasses.fields(old):
+            if f.name in names and getattr(old, f.name) != getattr(defaults, f.name):
+                setattr(new, f.name, getattr(old, f.name))
         setattr(cfg, section, new)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -176,6 +177,9 @@ def register_task(cls: type[Task]) -> type[Task]:
     for attr in ("name", "description", "data_config"):
         if not hasattr(cls, attr):
             raise TypeError(f"task class {cls.__name__} must set the class attribute {attr!r}")
+    for section, needed in ((cls.data_config, "dataset"), (cls.model_config, "name")):
+        if needed not in {f.name for f in dataclasses.fields(section)}:  # runs are grouped by dataset and model
+            raise TypeError(f"task {cls.name!r}: its config section {section.__name__} needs a {needed!r} field")
     if cls.name in _TASKS and _TASKS[cls.name] is not cls:
         raise ValueError(f"task {cls.name!r} is already registered (by {_TASKS[cls.name].__module__})")
     _TASKS[cls.name] = cls

@@ -53,7 +53,8 @@ class Trainer:
                  run_dir: Path | None = None, on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                  quiet: bool = False, title: str = "") -> None:
         cfg = task.cfg
-        self.task, self.cfg, self.criterion, self.prepared = task, cfg, criterion, prepared
+        # the criterion may hold tensors (class weights, margins from the training statistics): on the device too
+        self.task, self.cfg, self.criterion, self.prepared = task, cfg, criterion.to(task.device), prepared
         self.device, self.world, self.schedule, self.run_dir = task.device, task.world, schedule, run_dir
         self.on_epoch, self.quiet, self.title = on_epoch, quiet, title or cfg.name
         self.train_batches = prepared.train

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import platform
+from importlib import metadata
 import re
 import subprocess
 from pathlib import Path
@@ -37,12 +38,11 @@ def versions() -> dict[str, str]:
     from .. import __version__
 
     out = {"encouraging": __version__, "torch": torch.__version__, "python": platform.python_version()}
-    try:
-        import torchvision
-
-        out["torchvision"] = torchvision.__version__
-    except ImportError:
-        pass
+    for package in ("torchvision", "torch_geometric", "sacrebleu", "transformers"):
+        try:  # the installed version, without importing the package (torchvision's import alone takes seconds)
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
     return out
 
 

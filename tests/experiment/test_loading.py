@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from encouraging.engine.checkpoint import CheckpointError
-from encouraging.results import ResultsStore
 from encouraging.experiment import load_run
+from encouraging.results import ResultsStore
 
 
 @torch.no_grad()

@@ -166,7 +166,8 @@ def test_group_without_ce_and_with_single_seeds_is_explained(tmp_path):
     assert f"| CE | – | 1 | {ce_acc:.2f} (n = 1, no std) |" in one
     assert "Single seed (CE, EL (LE=0.75))" in one
     diff = (accuracy(1, 0, 4) - accuracy(0, 0, 4)) * 100
-    assert f"best on test (paper's protocol): EL (LE=0.75) {MINUS} CE: {signed(diff)}, n = 1 (1 pair: no interval or test)." in one
+    best = "best on test (paper's protocol)"
+    assert f"{best}: EL (LE=0.75) {MINUS} CE: {signed(diff)}, n = 1 (1 pair: no interval or test)." in one
     assert "not finished (1)" in one and "EL (LE=1), seed 0): running" in one
     assert (tmp_path / "out" / "one-seed-mnist-small-cnn_test_acc.png").stat().st_size > 0
 

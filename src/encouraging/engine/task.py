@@ -18,10 +18,10 @@ may be anything a task's batch source yields (tensor pairs, a PyG ``Batch``, tok
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
-import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Protocol
 

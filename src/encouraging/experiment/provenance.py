@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import platform
-from importlib import metadata
 import re
 import subprocess
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 

@@ -614,7 +614,8 @@ class ResultsStore:
         """Replace the loss parameters a run recorded (a layer that knows the losses re-records old runs)."""
         with self._write() as c:
             self._require(c, run_id)
-            c.execute("UPDATE runs SET loss_params = ? WHERE run_id = ?", (_to_json(dict(params), "loss_params"), run_id))
+            text = _to_json(dict(params), "loss_params")
+            c.execute("UPDATE runs SET loss_params = ? WHERE run_id = ?", (text, run_id))
 
     def meta(self, key: str) -> str | None:
         """A value of the ``meta`` table (None when unset)."""

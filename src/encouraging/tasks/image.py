@@ -110,10 +110,11 @@ class ImageTask(Task):
         if d.val_fraction > 0:
             keep, held = holdout(len(x_train), d.val_fraction, d.val_seed)
             val = TensorBatches(x_train[held], y_train[held], d.eval_batch_size, train=False, **common)
-            notes["val_note"] = f"{len(held)} training examples held out (fraction {d.val_fraction:g}, seed {d.val_seed})"
+            notes["val_note"] = (f"{len(held)} training examples held out (fraction {d.val_fraction:g}, "
+                                 f"seed {d.val_seed})")
             x_train, y_train = x_train[keep], y_train[keep]
-        train = TensorBatches(x_train, y_train, d.batch_size, train=True, seed=self.cfg.train.seed, shuffle=d.shuffle,
-                              augment=d.augment, crop_padding=d.crop_padding, **common)
+        train = TensorBatches(x_train, y_train, d.batch_size, train=True, seed=self.cfg.train.seed,
+                              shuffle=d.shuffle, augment=d.augment, crop_padding=d.crop_padding, **common)
         test = TensorBatches(x_test, y_test, d.eval_batch_size, train=False, **common)
         notes.update(train_size=len(x_train), test_size=len(x_test), mean=mean, std=std)
         if d.test_subset:

@@ -162,7 +162,8 @@ class Trainer:
                 keys = keys or list(step.sums)
                 count = one * step.count
                 fixed = torch.stack([step.loss.detach() * step.count, count, grad_norm.float(), one]).double()
-                vector = torch.cat([fixed, torch.stack([step.sums[k].double() for k in keys])]) if keys else fixed
+                # one stack (promoted to the widest dtype) and one cast, whatever the number of diagnostics
+                vector = torch.cat([fixed, torch.stack([step.sums[k] for k in keys]).double()]) if keys else fixed
                 totals = vector if totals is None else totals + vector
             advance()
         if totals is None:

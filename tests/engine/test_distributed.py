@@ -12,7 +12,7 @@ import pytest
 from encouraging.engine.config import Config, apply_overrides
 from encouraging.experiment.runner import run_dir_for
 
-COMMON = ["--data.dataset=mnist", "--data.train_subset=2048", "--data.test_subset=500", "--model.name=mlp",
+COMMON = ["--data.dataset=mnist", "--data.train_subset=1024", "--data.test_subset=300", "--model.name=mlp",
           "--optim.lr=0.05", "--train.epochs=2", "--train.threads=1", "--loss.name=el", "--data.augment=none"]
 
 

@@ -80,6 +80,7 @@ def _cli(*args: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "encouraging.cli", *args], env=env, **kwargs)
 
 
+@pytest.mark.slow  # about 25 s; the default suite resumes an interrupted run in-process (the test above)
 @pytest.mark.timeout(300)
 def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path, data_root):
     recipe = tmp_path / "r.yaml"

@@ -38,6 +38,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # (N, V, block): several blocks per row with a ragged last one, a single partial block, one class pair.
 SHAPES = [(7, 37, 16), (5, 300, 64), (3, 1000, 128), (4, 2, 16)]
+HALF = [torch.float16, torch.bfloat16]
+REDUCTIONS = ["mean", "none"]
+# The default suite's interpreter run keeps every option at one shape with several ragged blocks and one reduction
+# of the linear path, in fp32 (interpreting costs up to seconds per case); the slow run and the GPU run take all.
+if os.environ.get("ENCOURAGING_TRITON_QUICK") == "1":
+    SHAPES, HALF, REDUCTIONS = [(5, 300, 64)], [], ["none"]
 OPTIONS = {
     "plain": {},
     "le0": dict(log_end=0.0),
@@ -99,7 +105,7 @@ def test_kernel_parity(shape, name):
 
 
 @here
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dtype", HALF)
 @pytest.mark.parametrize("name", ["plain", "smooth-le1"])
 def test_kernel_half_precision(dtype, name):
     # float32 inside: the loss is as exact as float32; the gradient is rounded once to the logits' dtype.
@@ -167,7 +173,7 @@ def test_kernel_errors(kwargs, error, match):
 @here
 @pytest.mark.parametrize("opts", [dict(label_smoothing=0.1), dict(log_end=1.0, class_weight=True)],
                          ids=["smooth", "le1-weights"])
-@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_linear_triton_matches_torch(opts, reduction):
     assert available(DEVICE)
     opts = dict(opts)
@@ -188,8 +194,10 @@ def test_linear_triton_matches_torch(opts, reduction):
 
 
 @pytest.mark.skipif(RUN_HERE, reason="the kernel tests run in this process")
-def test_kernels_in_fresh_interpreter():
-    env = {**os.environ, "TRITON_INTERPRET": "1", "ENCOURAGING_TRITON_CHILD": "1"}
+@pytest.mark.parametrize("quick", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["quick", "all"])
+def test_kernels_in_fresh_interpreter(quick):
+    env = {**os.environ, "TRITON_INTERPRET": "1", "ENCOURAGING_TRITON_CHILD": "1",
+           "ENCOURAGING_TRITON_QUICK": "1" if quick else "0"}
     proc = subprocess.run([sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider", "-x"],
                           cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]

@@ -18,8 +18,24 @@ from pathlib import Path
 DEFAULT_OUT = "runs"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (``encouraging train: error: ...``), exit status 2, and no
+    abbreviated flags (``--htm`` is a typo, not ``--html``)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class UsageError(Exception):
+    """A mistake in what the user asked for (flag, file, name, value): one line on stderr, exit status 2."""
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="encouraging", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="encouraging", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def run_options(p: argparse.ArgumentParser) -> None:
@@ -100,7 +116,7 @@ def _load(args: argparse.Namespace, overrides: list[str]):
 
     bad = [o for o in overrides if not (o.startswith("--") and "=" in o)]
     if bad:
-        raise SystemExit(f"encouraging: unrecognized arguments {bad}; overrides look like --section.key=value")
+        raise UsageError(f"unrecognized arguments {bad}; overrides look like --section.key=value")
     extra = [f"--data.root={args.data_root}"] if args.data_root else []
     extra += ["--data.download=true"] if args.download else []
     return load_config(args.config, overrides + extra)
@@ -125,9 +141,37 @@ def _print_table(db: Path, recipe: str | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; a user's mistake ends with one line on stderr and exit status 2 (``--debug``: traceback)."""
+    parser = _parser()
+    args, overrides = parser.parse_known_args(argv)
+    if overrides and args.command not in ("train", "compare"):  # only those take --section.key=value overrides
+        parser.error(f"unrecognized arguments: {' '.join(overrides)}")
+    errors = _user_errors()
+    try:
+        return _main(args, overrides)
+    except errors as error:
+        if args.debug:
+            raise
+        command = " ".join(filter(None, ["encouraging", args.command, getattr(args, "kind", None)]))
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"{command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    import sqlite3
+
+    from .engine.checkpoint import CheckpointError
+
+    # configs and values (ValueError, TypeError for a field of the wrong type), missing files, a corrupt or foreign
+    # database, a checkpoint that is not the run's; anything else is a bug and keeps its traceback
+    return (UsageError, ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError,
+            sqlite3.DatabaseError, CheckpointError)
+
+
+def _main(args: argparse.Namespace, overrides: list[str]) -> int:
     from . import load_plugins
 
-    args, overrides = _parser().parse_known_args(argv)
     load_plugins()
     if args.command == "list":
         return _list(args.what)
@@ -193,10 +237,7 @@ def _analyze(args: argparse.Namespace) -> int:
     from .analysis import AnalysisConfig, analyze
     from .experiment.evaluate import resolve_runs
 
-    try:
-        runs, db = resolve_runs(args.runs, args.recipe)
-    except (ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"encouraging analyze: {err}") from None
+    runs, db = resolve_runs(args.runs, args.recipe)
     config = AnalysisConfig(kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()),
                             max_examples=args.max_examples, grad_examples=args.grad_examples)
     path = analyze(runs, args.out, db=args.db or db, device=args.device, data_root=args.data_root, config=config,
@@ -211,15 +252,12 @@ def _eval(args: argparse.Namespace) -> int:
     common = dict(limit=args.limit, recipe=args.recipe, db=args.db, out=args.out or f"eval-{args.kind}",
                   device=args.device, data_root=args.data_root, quiet=args.quiet)
     split = [s.strip() for s in (args.ood if args.kind == "ood" else args.attack).split(",") if s.strip()]
-    try:
-        if args.kind == "ood":
-            rows = eval_ood(args.runs, split, detectors=[d.strip() for d in args.detectors.split(",") if d.strip()],
-                            positive=args.positive, **common)
-        else:
-            rows = eval_attacks(args.runs, split, _floats(args.eps, "--eps"), norm=args.norm, steps=args.steps,
-                                alpha=args.alpha, **common)
-    except (ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"encouraging eval {args.kind}: {err}") from None
+    if args.kind == "ood":
+        rows = eval_ood(args.runs, split, detectors=[d.strip() for d in args.detectors.split(",") if d.strip()],
+                        positive=args.positive, **common)
+    else:
+        rows = eval_attacks(args.runs, split, _floats(args.eps, "--eps"), norm=args.norm, steps=args.steps,
+                            alpha=args.alpha, **common)
     if args.kind == "ood":
         columns = ("loss_label", "seed", "ood_dataset", "detector", "auroc", "fpr95", "aupr_in", "aupr_out", "ece")
         print(f"positive class: {args.positive} ({'in-distribution' if args.positive == 'in' else 'OOD'}); "

@@ -144,8 +144,8 @@ def test_without_a_validation_split_the_last_epoch_is_reported(tmp_path):
 
 
 def test_patience_stops_a_run_whose_validation_metric_plateaus(tmp_path):
-    # lr 0: the weights never move, so no epoch after the first is better on validation
-    cfg = _features("--data.val_fraction=0.25", "--optim.lr=0", "--train.epochs=10", "--train.patience=2")
+    # lr 1e-12 (lr must be > 0): the weights barely move, so no epoch after the first is better on validation
+    cfg = _features("--data.val_fraction=0.25", "--optim.lr=1e-12", "--train.epochs=10", "--train.patience=2")
     final = run(cfg, out_dir=tmp_path, db=None, quiet=True)
     assert final["epochs_trained"] == 3 < cfg.train.epochs  # epoch 0, then 2 epochs without a better one
     assert final["selected_epoch"] == 0

@@ -366,11 +366,34 @@ def load_registered(
     return ImageData(x_train, y_train, x_test, y_test, info, _test_note(info, which, len(y_test)), where)
 
 
+def _check_labels(folder: Path, x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor) -> int:
+    """The class count of an array folder, after refusing labels that cannot be class indices."""
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        if len(x) != len(y):
+            raise ValueError(f"{folder}: x_{split} has {len(x)} examples but y_{split} has {len(y)} labels")
+        if len(y) and int(y.min()) < 0:
+            raise ValueError(f"{folder}: y_{split} has the negative label {int(y.min())}; labels are 0 .. C-1")
+    if not len(y_train):
+        raise ValueError(f"{folder}: the training split is empty")
+    present = torch.unique(y_train)
+    num_classes = int(present.max()) + 1
+    if len(present) != num_classes:  # a gap: a stray label (1000000) would otherwise make a million classes
+        missing = sorted(set(range(num_classes)) - set(present.tolist()))
+        shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+        raise ValueError(f"{folder}: y_train has labels up to {num_classes - 1} but no examples of {len(missing)} "
+                         f"class(es) below it ({shown}); labels must be 0 .. C-1 with every class in training")
+    unseen = sorted(set(torch.unique(y_test).tolist()) - set(present.tolist()))
+    if unseen:
+        raise ValueError(f"{folder}: y_test has labels the training split never has: {unseen[:5]}")
+    return num_classes
+
+
 def load_array_folder(path: str | os.PathLike[str], name: str | None = None) -> ImageData:
     """A directory holding ``x_train``, ``y_train``, ``x_test``, ``y_test`` (``.npy`` or ``.npy.xz``).
 
     Images (uint8 ``(N, H, W)`` or ``(N, H, W, C)``) become NCHW uint8; float features ``(N, D)`` stay float32.
-    ``num_classes`` is ``max(label) + 1`` over both splits and mean/std come from the train split.
+    ``num_classes`` is ``max(label) + 1`` over the training split, which must hold every class ``0 .. C-1``; test
+    labels must be among them. Mean/std come from the train split.
     """
     folder = Path(path).expanduser()
     missing = [
@@ -385,7 +408,7 @@ def load_array_folder(path: str | os.PathLike[str], name: str | None = None) -> 
             f"{folder}: train and test differ: {tuple(x_train.shape[1:])} {x_train.dtype} vs "
             f"{tuple(x_test.shape[1:])} {x_test.dtype}"
         )
-    num_classes = int(max(int(y_train.max()) if len(y_train) else -1, int(y_test.max()) if len(y_test) else -1)) + 1
+    num_classes = _check_labels(folder, x_train, y_train, x_test, y_test)
     mean, std = channel_stats(x_train)
     label = name or folder.name
     if x_train.ndim == 2:

@@ -37,7 +37,9 @@ class LossPreset:
         name: the registry name used in configs and specs.
         description: one line for ``encouraging list losses``.
         uses: the :class:`LossConfig` fields it reads; the others are reset to their defaults.
-        build: ``(cfg, stats) -> nn.Module`` taking ``(logits, target)``; ``stats`` may be None outside a run.
+        build: ``(cfg, stats) -> nn.Module`` taking ``(logits, target)``. A run passes its training split's
+            statistics; the up-front config check (``engine.checks``) builds once with placeholder statistics
+            (2 classes) to run the module's own argument checks; ``stats`` is None outside a run.
         label: ``cfg -> str``, the row label of tables (``EL (LE=0.75)``).
         defaults: values it gives used fields left at :class:`LossConfig`'s default (``ce_ls``: smoothing 0.1).
         shown: used fields always recorded with a run; the others are recorded when switched on (not default).
@@ -94,9 +96,13 @@ def parse_loss_spec(spec: str, base: LossConfig | None = None) -> LossConfig:
             key, sep, raw = item.partition("=")
             if not sep or key.strip() not in valid:
                 raise ValueError(f"bad loss option {item!r} in {spec!r}; valid keys: {valid}")
-            value = yaml.safe_load(raw)
             field_type = type(getattr(cfg, key.strip()))
-            cfg = dataclasses.replace(cfg, **{key.strip(): field_type(value)})
+            try:
+                value = field_type(yaml.safe_load(raw))
+            except (TypeError, ValueError, yaml.YAMLError):
+                raise ValueError(f"bad loss option {item!r} in {spec!r}: {key.strip()} takes a "
+                                 f"{field_type.__name__}") from None
+            cfg = dataclasses.replace(cfg, **{key.strip(): value})
     return canonical(cfg)
 
 

@@ -9,6 +9,10 @@ the validation split (``val_<name>``, when the task has one) and the test split 
 ``train_time`` / ``epoch_time`` (seconds). Diagnostics accumulate on the device and are read once per epoch, so
 they cost no host sync per step.
 
+**Divergence.** An epoch whose training loss is not finite marks the run diverged (``diverged_epoch`` in the final
+metrics, which reports count and leave out of every mean); ``train.on_diverge=stop`` (default) ends training there,
+``continue`` trains on.
+
 **Model selection.** With a validation split the reported epoch is the one with the best validation value of the
 task's primary metric (the first such epoch); ``train.patience`` > 0 stops training after that many epochs without
 a better one. Without a validation split the last epoch is reported. The best *test* value over epochs (the
@@ -119,7 +123,7 @@ class Trainer:
         epochs = self.cfg.train.epochs
         with Progress(self.title, epochs, len(self.train_batches), quiet=self.quiet, main=self.world.main) as bar:
             for epoch in range(self.start_epoch, epochs):
-                if self.stopped_early():
+                if self.stopped_early() or self.stopped_diverged():
                     break
                 if self.schedule is not None:
                     self.schedule.apply(self.criterion, epoch)
@@ -189,6 +193,9 @@ class Trainer:
         out = self.evaluate(self.prepared.val, "val") if self.prepared.val is not None else {}
         return {**out, **self.evaluate(self.prepared.test, "test")}
 
+    def stopped_diverged(self) -> bool:
+        return self.cfg.train.on_diverge == "stop" and diverged_epoch(self.history) is not None
+
     def stopped_early(self) -> bool:
         """Whether ``train.patience`` epochs have passed since the best validation epoch."""
         patience = self.cfg.train.patience
@@ -198,14 +205,20 @@ class Trainer:
         return self.history[-1]["epoch"] - best >= patience
 
 
+def diverged_epoch(history: list[dict[str, float]]) -> int | None:
+    """The first epoch whose training loss is not finite (None when every one is)."""
+    return next((int(m["epoch"]) for m in history if not math.isfinite(m["train_loss"])), None)
+
+
 def selected_epoch(history: list[dict[str, float]], spec: MetricSpec, split: str) -> int:
-    """The first epoch with the best ``<split>_<primary>``."""
+    """The first epoch with the best ``<split>_<primary>`` (non-finite values never win; the last epoch when no
+    value is finite)."""
     key = f"{split}_{spec.primary}"
-    best = history[0]
-    for m in history[1:]:
-        if spec.better(m[key], best[key]):
+    best = None
+    for m in history:
+        if math.isfinite(m[key]) and (best is None or spec.better(m[key], best[key])):
             best = m
-    return int(best["epoch"])
+    return int((best or history[-1])["epoch"])
 
 
 def final_metrics(history: list[dict[str, float]], spec: MetricSpec, *, has_val: bool) -> dict[str, Any]:
@@ -237,4 +250,7 @@ def final_metrics(history: list[dict[str, float]], spec: MetricSpec, *, has_val:
         if key.startswith(("test_", "val_")) or key in ("train_acc", "p_target"):
             out.setdefault(f"final_{key}", value)
     out["train_time"] = sum(m["train_time"] for m in history)
+    diverged = diverged_epoch(history)
+    if diverged is not None:
+        out["diverged_epoch"] = diverged
     return out

@@ -24,14 +24,19 @@ from .provenance import hardware, run_record
 
 
 def resolve_runs(items: Iterable[str | os.PathLike], recipe: str | None = None) -> tuple[list[str], str | None]:
-    """Run directories from RUN arguments, and the database named among them (None when none was)."""
+    """Run directories from RUN arguments, and the database named among them (None when none was); a database
+    means its finished runs that did not diverge."""
     runs, db = [], None
     for item in items:
         if Path(item).suffix == ".db":
             if not Path(item).is_file():
                 raise FileNotFoundError(f"no results database at {item}")
             filters = {"status": "finished"} | ({"recipe": recipe} if recipe else {})
-            found = [r["run_dir"] for r in ResultsStore(item).runs(**filters)]
+            store = ResultsStore(item)
+            finished = store.runs(**filters)
+            finals = store.final_many([r["run_id"] for r in finished])
+            # a diverged run's weights are not a trained model: reports leave it out, and so do evaluations
+            found = [r["run_dir"] for r in finished if "diverged_epoch" not in finals.get(r["run_id"], {})]
             if not found:
                 raise ValueError(f"no finished runs in {item} (filters: {filters})")
             runs += found

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..engine.checks import config_problems
 from ..engine.config import Config, config_hash, save_config
 from ..engine.criteria import build_schedule, canonical, loss_label, parse_loss_spec
 from ..engine.distributed import broadcast_flag, init_world, shutdown
@@ -25,16 +27,33 @@ from ..results import ResultsStore
 from .provenance import hardware, run_dir_for, run_record
 
 
+class ConfigError(ValueError):
+    """A config, or a grid of them, that cannot run: the message lists every problem, each naming its field."""
+
+
+def check_configs(configs: list[Config], problems: list[str] | None = None) -> None:
+    """Raise :class:`ConfigError` with every problem of ``configs`` (and ``problems`` found earlier), or return."""
+    found = list(problems or [])
+    for cfg in configs:
+        found += [p for p in config_problems(cfg) if p not in found]
+    if found:
+        raise ConfigError(f"{len(found)} problem{'s' if len(found) > 1 else ''}: " + "; ".join(found))
+
+
 def run(cfg: Config, *, out_dir: str | Path = "runs", db: str | Path | None = "results.db", resume: bool = True,
-        quiet: bool = False) -> dict[str, Any] | None:
-    """Train one config (one seed). Returns the final metrics, or None when the database says it is done."""
+        quiet: bool = False, position: str = "") -> dict[str, Any] | None:
+    """Train one config (one seed). Returns the final metrics, or None when the database says it is done.
+
+    The config is checked first (:func:`check_configs`); ``position`` (``"run 3/8"``) prefixes the run's start line.
+    """
     load_plugins()
     cfg = dataclasses.replace(cfg, loss=canonical(cfg.loss))
+    check_configs([cfg])
     set_threads(cfg.train.threads)
     device = select_device(cfg.train.device)
     world = init_world(device)
     try:
-        return _run(cfg, device, world, Path(out_dir), db, resume, quiet)
+        return _run(cfg, device, world, Path(out_dir), db, resume, quiet, position)
     finally:
         shutdown(world)
 
@@ -43,30 +62,43 @@ def _proceed(ok: bool, world, cfg: Config, label: str, db) -> bool:
     """Rank 0's decision to run, shared with every rank; a skip is reported once."""
     ok = broadcast_flag(ok, world)
     if not ok and world.main:
-        print(f"skip {cfg.name} / {label} / seed {cfg.train.seed}: finished or running elsewhere ({db})")
+        print(f"skip {cfg.name} / {label} / seed {cfg.train.seed}: finished or running elsewhere ({db})", flush=True)
     return ok
 
 
-def _run(cfg: Config, device: torch.device, world, out_dir: Path, db, resume: bool, quiet: bool):
+def _run(cfg: Config, device: torch.device, world, out_dir: Path, db, resume: bool, quiet: bool, position: str):
     run_dir = run_dir_for(cfg, out_dir)
     chash, label = config_hash(cfg), loss_label(cfg.loss)
     store = ResultsStore(db) if db is not None and world.main else None
+    say = print if world.main and not quiet else (lambda *a, **k: None)
 
     finished = store is not None and store.is_finished(chash, cfg.train.seed)  # skip before loading any data
     if not _proceed(not finished, world, cfg, label, db):
         return None
+    say(f"{position + ': ' if position else ''}{cfg.name} / {label} / seed {cfg.train.seed}", flush=True)
     task = build_task(cfg, device, world)
-    problems = task.check()
-    if problems:
-        raise ValueError("; ".join(problems))
     seed_everything(cfg.train.seed, cfg.train.deterministic)
+    start = time.perf_counter()
+    say(f"  loading {cfg.task} data {cfg.data.dataset!r} and building model {cfg.model.name!r}", flush=True)
     prepared = task.setup()
+    say(f"  ready in {time.perf_counter() - start:.1f} s", flush=True)
     if cfg.train.patience > 0 and prepared.val is None:
-        raise ValueError(f"train.patience={cfg.train.patience} needs a validation split; task {cfg.task!r} has none "
-                         "with this config (image: set data.val_fraction)")
+        raise ConfigError(f"train.patience={cfg.train.patience} needs a validation split; task {cfg.task!r} has "
+                          "none with this config (image: set data.val_fraction)")
     record = run_record(cfg, prepared.notes, run_dir, f"{hardware(device)}, world {world.size}")
     if not _proceed(store.claim(record) if store is not None else True, world, cfg, label, db):
         return None
+    try:  # from the claim on, any failure marks the run failed (with its error) instead of leaving it running
+        final = _train(cfg, task, prepared, run_dir, store, record.run_id, world, resume, quiet, label)
+    except BaseException as error:
+        if store is not None:
+            store.fail(record.run_id, f"{type(error).__name__}: {error}")
+        raise
+    return final
+
+
+def _train(cfg: Config, task, prepared, run_dir: Path, store, run_id: str, world, resume: bool, quiet: bool,
+           label: str) -> dict[str, Any]:
     if world.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
@@ -76,38 +108,66 @@ def _run(cfg: Config, device: torch.device, world, out_dir: Path, db, resume: bo
         with open(run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(metrics) + "\n")
         if store is not None:
-            store.log_epoch(record.run_id, epoch, metrics)
-            store.heartbeat(record.run_id)
+            store.log_epoch(run_id, epoch, metrics)
+            store.heartbeat(run_id)
 
     trainer = Trainer(task, prepared, task.build_criterion(prepared.stats), schedule=build_schedule(cfg.loss),
                       run_dir=run_dir if world.main else None, on_epoch=on_epoch, quiet=quiet,
                       title=f"{cfg.name} {label} s{cfg.train.seed}")
-    try:
-        if resume and trainer.resume() and world.main:
-            # the per-epoch log restarts from the checkpoint's history (drops epochs that will run again)
-            (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in trainer.history))
-            if not quiet:
-                print(f"resumed {run_dir} at epoch {trainer.start_epoch}")
-        elif world.main:
-            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-        final = trainer.fit()
-    except BaseException as error:
-        if store is not None:
-            store.fail(record.run_id, f"{type(error).__name__}: {error}")
-        raise
+    if resume and trainer.resume() and world.main:
+        # the per-epoch log restarts from the checkpoint's history (drops epochs that will run again)
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in trainer.history))
+        if not quiet:
+            print(f"resumed {run_dir} at epoch {trainer.start_epoch}")
+    elif world.main:
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    final = trainer.fit()
+    if not final:
+        raise RuntimeError("no epoch was trained, so there is no result to store")
     if world.main:
         (run_dir / "final.json").write_text(json.dumps(final, indent=2))
         if store is not None:
-            store.finish(record.run_id, final)
+            store.finish(run_id, final)
+        if "diverged_epoch" in final:
+            print(f"  diverged: the training loss was not finite in epoch {final['diverged_epoch']}; stored as "
+                  "diverged (reports count it and leave it out of every mean)", flush=True)
     return final
 
 
 def grid(cfg: Config, losses: list[str], seeds: list[int], **kwargs: Any) -> list[tuple[Config, Any]]:
-    """Run every (loss, seed) of a recipe: the same data, model and budget for each loss."""
-    results = []
+    """Run every (loss, seed) of a recipe: the same data, model and budget for each loss.
+
+    Every loss spec and every config is checked before the first run starts: one :class:`ConfigError` lists all
+    problems. Each run's start line says its place in the grid and, after the first, how long the rest should take.
+    """
+    configs, problems = [], []
+    if not seeds:
+        problems.append("the grid needs at least one seed (--seeds >= 1)")
     for spec in losses:
-        loss_cfg = parse_loss_spec(spec, cfg.loss)
-        for seed in seeds:
-            one = dataclasses.replace(cfg, loss=loss_cfg, train=dataclasses.replace(cfg.train, seed=seed))
-            results.append((one, run(one, **kwargs)))
+        try:
+            loss_cfg = parse_loss_spec(spec, cfg.loss)
+        except ValueError as error:
+            problems.append(f"loss spec {spec!r}: {error}")
+            continue
+        configs += [dataclasses.replace(cfg, loss=loss_cfg, train=dataclasses.replace(cfg.train, seed=seed))
+                    for seed in seeds]
+    if not losses:
+        problems.append("the grid needs at least one loss")
+    check_configs(configs, problems)
+    results, start, ran = [], time.perf_counter(), 0
+    for i, one in enumerate(configs):
+        position = f"run {i + 1}/{len(configs)}"
+        if ran:
+            per_run = (time.perf_counter() - start) / ran
+            position += f" (about {_duration(per_run * (len(configs) - i))} left in the grid)"
+        final = run(one, position=position, **kwargs)
+        ran += final is not None
+        if final is None and not ran:  # skipped runs do not count towards the estimate
+            start = time.perf_counter()
+        results.append((one, final))
     return results
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min {secs} s"

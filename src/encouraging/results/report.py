@@ -105,6 +105,14 @@ class LossRow:
     def seeds(self) -> list[int]:
         return sorted(r["seed"] for r in self.runs)
 
+    @property
+    def diverged(self) -> list[dict]:
+        """Runs whose training loss stopped being finite: counted in n, left out of every number and curve."""
+        return [r for r in self.runs if is_diverged(r)]
+
+    def n_text(self) -> str:
+        return f"{len(self.runs)} ({len(self.diverged)} diverged)" if self.diverged else str(len(self.runs))
+
     def summary(self, column: str) -> Summary:
         return summarize(self.values[column].values())
 
@@ -200,6 +208,10 @@ class Group:
         return None if x is None else x * self.metric.scale
 
 
+def is_diverged(run: Mapping[str, Any]) -> bool:
+    return _float((run.get("final") or {}).get("diverged_epoch")) is not None
+
+
 def _run_values(run: dict, metric: Metric) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
     """A run's primary metric per column, the selected and best epochs, and its extra metrics at the selected epoch.
 
@@ -239,6 +251,8 @@ def _make_row(runs: list[dict], label: str, metric: Metric) -> LossRow:
     epochs: dict[str, dict[int, float]] = {"selected": {}, "best": {}}
     extra: dict[str, dict[int, float]] = {x: {} for x in metric.extra}
     for r in runs:
+        if is_diverged(r):
+            continue
         v, e, x = _run_values(r, metric)
         for column, value in v.items():
             values[column][r["seed"]] = value
@@ -360,7 +374,7 @@ def table_rows(store_or_path: ResultsStore | str | os.PathLike | list[Group], **
             item: dict[str, Any] = {
                 "recipe": g.recipe, "dataset": g.dataset, "model": g.model, "task": g.task, "metric": g.metric.label,
                 "loss": row.loss, "loss_label": row.loss_label, "params": row.params_text(), "n": len(row.runs),
-                "seeds": row.seeds,
+                "diverged": len(row.diverged), "seeds": row.seeds,
             }
             for c in g.columns:
                 s = row.summary(c)
@@ -400,7 +414,7 @@ def group_tables(store_or_path: ResultsStore | str | os.PathLike | list[Group], 
             paper = "–"
             if row.paper is not None:
                 paper = row.paper.format() + ("" if row.paper.same_model else " (other model)")
-            cells = {"loss": row.loss_label, "n": str(len(row.runs))}
+            cells = {"loss": row.loss_label, "n": row.n_text()}
             cells.update({COLUMNS[c][1]: _fmt_summary(row.summary(c), g.metric.scale) for c in g.columns})
             cells.update({x: _fmt_summary(summarize(row.extra[x].values()), g.metric.scale) for x in g.metric.extra})
             cells.update({vs: p.comparisons[head].format(g.metric.scale, DIGITS) if p else "–",
@@ -448,6 +462,8 @@ def _curve(row: LossRow, metric: str, scale: float) -> tuple[list, list, list, l
     """Mean, min and max over seeds of one metric per epoch (epochs some seed logged it)."""
     per_epoch: dict[int, list[float]] = defaultdict(list)
     for r in row.runs:
+        if is_diverged(r):  # its NaN or exploded values would hide the curves of the runs that trained
+            continue
         for e in r["epochs"]:
             v = _float(e.get(metric))
             if v is not None:
@@ -472,7 +488,7 @@ def _plot(group: Group, metric: str, ylabel: str, title: str, path: Path, scale:
     zoom_lows = []
     for row, (xs, mean, lo, hi) in curves:
         color, style = styles[row.loss_label]
-        n = len(row.runs)
+        n = len(row.runs) - len(row.diverged)
         ax.plot(xs, mean, style, color=color, lw=1.8, marker="o" if len(xs) <= 20 else None, ms=3,
                 label=f"{row.loss_label}, n = {n}")  # fmt: skip
         if n > 1:
@@ -729,7 +745,7 @@ def write_report(
                     if not row.paper.same_model:
                         paper += " (other model)"
                 epoch = summarize(row.epochs[_headline(g) if _headline(g) == "selected" else "best"].values())
-                table.append([row.loss_label, row.params_text() or "–", str(len(row.runs)),
+                table.append([row.loss_label, row.params_text() or "–", row.n_text(),
                               *(_fmt_summary(row.summary(c), g.metric.scale) for c in g.columns),
                               *(_fmt_summary(summarize(row.extra[x].values()), g.metric.scale)
                                 for x in g.metric.extra),
@@ -742,7 +758,12 @@ def write_report(
             doc.p("Test set: " + ("; ".join(notes) if notes else "not recorded in the run config."))
             if footnotes:
                 doc.ul([f"[{i + 1}] {pn.format()}: {pn.describe()}" for i, pn in enumerate(footnotes)])
-            single = [row.loss_label for row in g.rows if len(row.runs) == 1]
+            diverged = [f"{row.loss_label} seed {r['seed']} (epoch {int(_float(r['final']['diverged_epoch']))})"
+                        for row in g.rows for r in row.diverged]
+            if diverged:
+                doc.p(f"**Diverged** (the training loss stopped being finite; counted in n, left out of every number "
+                      f"and curve): {', '.join(diverged)}.")
+            single = [row.loss_label for row in g.rows if len(row.runs) - len(row.diverged) == 1]
             if single:
                 doc.p(
                     f"Single seed ({', '.join(single)}): no standard deviation, interval or test is possible; "

@@ -388,6 +388,12 @@ class ResultsStore:
             raise
 
     def _init_schema(self) -> None:
+        try:
+            self._create_schema()
+        except sqlite3.DatabaseError as error:
+            raise sqlite3.DatabaseError(f"results database {self.path}: {error}") from error
+
+    def _create_schema(self) -> None:
         conn = self._conn()
         deadline = time.monotonic() + self.busy_timeout
         while True:  # several processes may create the same new file at once
@@ -401,6 +407,9 @@ class ResultsStore:
         if str(mode).lower() != "wal":
             raise RuntimeError(f"results database {self.path}: could not switch to WAL mode (got {mode!r})")
         with self._write() as c:
+            tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables and "meta" not in tables:  # never add our tables to somebody else's database
+                raise sqlite3.DatabaseError(f"not an encouraging results database (it has tables {sorted(tables)})")
             # one statement at a time: sqlite3's executescript() would COMMIT our transaction first
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():

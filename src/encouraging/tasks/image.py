@@ -16,9 +16,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Subset
 
-from ..data import load_image_dataset
-from ..engine.adversarial import build_perturbation
-from ..engine.batches import LoaderBatches, TensorBatches
+from ..data import TEST_SETS, load_image_dataset
+from ..engine.adversarial import TRAIN_ATTACKS, build_perturbation
+from ..engine.batches import AUGMENTS, LoaderBatches, TensorBatches
 from ..engine.classification import classification_eval, classification_step
 from ..engine.task import DataStats, Prepared, Step, Task, class_counts, holdout, register_task
 from ..models import create_model
@@ -63,8 +63,19 @@ class ImageTask(Task):
     perturb: Any = None  # train.adversarial's attack, built by setup()
 
     def check(self) -> list[str]:
-        d = self.cfg.data
-        return [] if 0.0 <= d.val_fraction < 1.0 else [f"data.val_fraction must be in [0, 1), got {d.val_fraction}"]
+        d, adv = self.cfg.data, self.cfg.train.adversarial
+        rules = (
+            ("batch_size", d.batch_size >= 1, ">= 1"), ("eval_batch_size", d.eval_batch_size >= 1, ">= 1"),
+            ("train_subset", d.train_subset >= 0, ">= 0 (0 = all)"), ("test_subset", d.test_subset >= 0, ">= 0"),
+            ("val_fraction", 0.0 <= d.val_fraction < 1.0, "in [0, 1)"), ("crop_padding", d.crop_padding >= 0, ">= 0"),
+            ("image_size", d.image_size >= 0, ">= 0 (0 = native)"), ("num_workers", d.num_workers >= 0, ">= 0"),
+            ("augment", d.augment in AUGMENTS, f"one of {AUGMENTS}"),
+            ("test_set", d.test_set in TEST_SETS, f"one of {TEST_SETS}"),
+        )
+        problems = [f"data.{name} must be {allowed}, got {getattr(d, name)!r}" for name, ok, allowed in rules if not ok]
+        if adv.attack not in TRAIN_ATTACKS:
+            problems.append(f"train.adversarial.attack must be one of {TRAIN_ATTACKS}, got {adv.attack!r}")
+        return problems
 
     def setup(self) -> Prepared:
         d = self.cfg.data

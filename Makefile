@@ -24,9 +24,9 @@ test-all: $(VENV)/.installed
 	$(PY) -m pytest -m ""
 
 # The main job: a real CE-vs-EL comparison (6 losses x 3 seeds), then the table and the report path.
-# --download lets torchvision fetch Fashion-MNIST into the cache once when it is not found locally.
+# Fashion-MNIST comes from ../shared/data when it is there; otherwise torchvision fetches it into the cache once.
 demo: $(VENV)/.installed
-	$(PY) -m encouraging.cli compare configs/demo.yaml --seeds 3 --losses "$(DEMO_LOSSES)" --download \
+	$(PY) -m encouraging.cli compare configs/demo.yaml --seeds 3 --losses "$(DEMO_LOSSES)" \
 		--out runs/demo --report reports/demo
 
 bench: $(VENV)/.installed

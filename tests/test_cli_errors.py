@@ -157,3 +157,13 @@ def test_a_diverging_run_is_stored_reported_and_left_out_of_the_means(folder, ca
     assert rows["EL (LE=0.75)"]["final_mean"] is None and rows["CE"]["final_mean"] is not None
     md = write_report(store, tmp / "report").read_text()
     assert "**Diverged**" in md and "EL (LE=0.75) seed 0 (epoch 0)" in md and "| 2 (2 diverged) |" in md
+
+
+def test_data_root_beats_the_environment_and_offline_never_downloads(folder, capsys, monkeypatch):
+    tmp, recipe = folder
+    monkeypatch.setenv("ENCOURAGING_DATA", str(tmp))  # holds nothing named mnist either
+    empty = tmp / "empty"
+    err = one_line_error(capsys, ["train", str(recipe), "--data.dataset=mnist", "--offline", "--data-root",
+                                  str(empty), "--out", str(tmp / "runs")], "MNIST not found", f"{empty}/mnist/")
+    assert f"{tmp}/mnist/" not in err  # the environment's root is not searched when --data-root is given
+    assert "--offline" in err and "--data-root" in err  # the commands that fix it

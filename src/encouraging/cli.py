@@ -43,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--out", default=DEFAULT_OUT, help="folder for run directories (default: runs)")
         p.add_argument("--db", default=None, help="results database (default: <out>/results.db)")
         p.add_argument("--data-root", default=None, help="data root (default: $ENCOURAGING_DATA, then the cache)")
-        p.add_argument("--download", action="store_true", help="fetch missing datasets through torchvision")
+        p.add_argument("--offline", action="store_true", help="never download: a dataset missing from every data "
+                       "root is an error (by default torchvision fetches it into the cache once)")
         p.add_argument("--quiet", action="store_true", help="no progress output")
 
     train = sub.add_parser("train", help="train one run", epilog="Any --section.key=value overrides the config.")
@@ -118,7 +119,7 @@ def _load(args: argparse.Namespace, overrides: list[str]):
     if bad:
         raise UsageError(f"unrecognized arguments {bad}; overrides look like --section.key=value")
     extra = [f"--data.root={args.data_root}"] if args.data_root else []
-    extra += ["--data.download=true"] if args.download else []
+    extra += ["--data.download=false"] if args.offline else []
     return load_config(args.config, overrides + extra)
 
 
@@ -128,16 +129,19 @@ def _print_table(db: Path, recipe: str | None = None) -> None:
 
     from .results import group_tables
 
-    console = Console()
+    # a terminal's own width; a log file or pipe gets lines long enough that no cell wraps
+    console = Console() if sys.stdout.isatty() else Console(width=200)
     for group in group_tables(db):
         if recipe is not None and group["recipe"] != recipe:
             continue
         table = Table(title=group["title"], caption=group.get("caption"))
         for column in group["columns"]:
-            table.add_column(column)
+            table.add_column(column, no_wrap=column != "loss")
         for row in group["rows"]:
             table.add_row(*(str(row.get(c, "")) for c in group["columns"]))
         console.print(table)
+        for line in [*group["comparisons"], *group["notes"]]:
+            console.print(f"  {line}", highlight=False)
 
 
 def main(argv: list[str] | None = None) -> int:

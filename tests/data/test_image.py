@@ -161,9 +161,11 @@ def test_cifar10_test_set_choice(tmp_path, isolated):
 def test_exact_test_set_anywhere_beats_jpeg(tmp_path, isolated, monkeypatch):
     _fake_cifar(tmp_path / "offline", first1000=5, jpeg=20)
     _fake_cifar(tmp_path / "full", exact=30)
-    monkeypatch.setenv("ENCOURAGING_DATA", str(tmp_path / "full"))
-    data = load_image_dataset("cifar10", root=tmp_path / "offline")
+    monkeypatch.setenv("ENCOURAGING_DATA", f"{tmp_path / 'offline'}:{tmp_path / 'full'}")
+    data = load_image_dataset("cifar10")
     assert len(data.y_test) == 30 and data.test_note == "CIFAR-10 test (30 images, exact)"
+    explicit = load_image_dataset("cifar10", root=tmp_path / "offline")  # --data-root replaces the environment
+    assert len(explicit.y_test) == 20 and "JPEG" in explicit.test_note
     sliced = load_image_dataset("cifar10", root=tmp_path / "full", test_set="exact1000")
     assert len(sliced.y_test) == 30  # fewer than 1000: the slice keeps all
     assert load_image_dataset("cifar10", root=tmp_path / "offline", test_set="jpeg").y_test.shape == (20,)
@@ -173,16 +175,19 @@ def test_not_found_lists_every_path_and_the_remedies(tmp_path, isolated, monkeyp
     env_a, env_b = tmp_path / "env-a", tmp_path / "env-b"
     monkeypatch.setenv("ENCOURAGING_DATA", f"{env_a}:{env_b}")
     with pytest.raises(FileNotFoundError) as err:
-        load_image_dataset("fashion_mnist", root=tmp_path / "explicit")
+        load_image_dataset("fashion_mnist")
     message = str(err.value)
-    roots = [tmp_path / "explicit", env_a, env_b, isolated / "encouraging" / "data"]
+    roots = [env_a, env_b, isolated / "encouraging" / "data"]
     for root in roots:
         assert f"{root}/fashion_mnist/" in message
         assert f"{root}/FashionMNIST/raw" in message
     positions = [message.index(str(r) + "/fashion_mnist") for r in roots]
     assert positions == sorted(positions), "paths must be listed in search order"
-    for remedy in ("--download", "ENCOURAGING_DATA=", "--data-root"):
+    for remedy in ("--offline", "data.download=true", "ENCOURAGING_DATA=", "--data-root"):
         assert remedy in message
+    with pytest.raises(FileNotFoundError) as err:  # --data-root replaces the environment's roots
+        load_image_dataset("fashion_mnist", root=tmp_path / "explicit")
+    assert str(tmp_path / "explicit") in str(err.value) and str(env_a) not in str(err.value)
 
 
 def test_torchvision_layout(tmp_path, isolated):
@@ -224,7 +229,7 @@ def test_failed_download_names_dataset_and_target(tmp_path, isolated, monkeypatc
             raise OSError("network unreachable")
 
     monkeypatch.setattr(tvd, "FashionMNIST", Offline)
-    with pytest.raises(RuntimeError, match=r"downloading Fashion-MNIST .* into .*mine.* network unreachable"):
+    with pytest.raises(FileNotFoundError, match=r"downloading Fashion-MNIST .* into .*mine.* network unreachable"):
         load_image_dataset("fashion_mnist", root=tmp_path / "mine", download=True)
 
 

@@ -319,3 +319,20 @@ def test_unhashed_fields_leave_the_recipe_hash_alone():
     assert config_hash(apply_overrides(Config(task="features"), ["--train.threads=3"])) == base
     assert config_hash(apply_overrides(Config(task="features"), ["--data.dim=17"])) != base
     assert config_hash(apply_overrides(Config(task="features"), ["--model.kwargs={hidden: [8]}"])) != base
+
+
+def test_the_logged_bonus_is_never_the_smoothing_term():
+    from encouraging.engine.classification import classification_step
+    from encouraging.losses import EncouragingLoss
+
+    torch.manual_seed(0)
+    logits, target = torch.randn(64, 5), torch.randint(5, (64,))
+    smoothed_ce = classification_step(logits, target, EncouragingLoss(label_smoothing=0.1, bonus_scale=0.0))
+    assert float(smoothed_ce.sums["train_bonus"]) == pytest.approx(0.0, abs=1e-4)  # CE+LS: no bonus at all
+    el_ls = classification_step(logits, target, EncouragingLoss(label_smoothing=0.1, log_end=1.0))
+    smoothed = torch.nn.functional.cross_entropy(logits, target, label_smoothing=0.1, reduction="sum")
+    assert float(el_ls.sums["train_bonus"]) == pytest.approx(float(el_ls.loss) * 64 - float(smoothed), rel=1e-5)
+    assert float(el_ls.sums["train_bonus"]) < 0  # EL's reward
+    plain = classification_step(logits, target, EncouragingLoss(log_end=1.0))
+    assert float(plain.sums["train_bonus"]) == pytest.approx(float(plain.loss) * 64 - float(plain.sums["train_ce"]),
+                                                             rel=1e-5)

@@ -262,7 +262,7 @@ def test_engine_shaped_runs_from_before_the_loss_registry_are_upgraded_once(tmp_
     assert table["title"] == "paper-mnist-mnistnet / mnist / mnistnet" and table["recipe"] == "paper-mnist-mnistnet"
     assert [r["loss"] for r in table["rows"]] == ["CE", "CE+LS (0.1)", "EL (LE=1)", "EL (LE=1, LS=0.1)"]
     assert all(set(r) == set(table["columns"]) for r in table["rows"])
-    assert table["rows"][2]["best on test (paper's protocol)"] == pm([0.993, 0.994])
+    assert table["rows"][2]["best on test*"] == pm([0.993, 0.994])
     assert "MNIST test set" in table["caption"] and len(table["comparisons"]) == 6
 
 
@@ -294,8 +294,9 @@ def test_a_task_declared_metric_drives_the_table_and_comparisons(tmp_path):
     assert rows["EL"]["chrf"] == "51.00 ± 0.00"  # the extra column, at the selected epoch (1)
     assert rows["EL"]["vs_ce_selected"].startswith("+1.00")  # the same +1 on every seed
     (table,) = group_tables(store)
-    assert table["columns"][2:5] == ["selected", "final", "best on test (paper's protocol)"]
-    assert "vs CE, selected" in table["columns"]
+    assert table["columns"][2:5] == ["selected", "final", "best on test*"]
+    assert "vs CE (selected)" in table["columns"] and "paper (their recipe)" not in table["columns"]  # none
+    assert table["rows"][1]["vs CE (selected)"] == "+1.00"  # the same +1 on every seed: no interval
     md = write_report(store, tmp_path / "out").read_text()
     assert "BLEU, selected" in md and "| selected epoch (mean) |" in md and "mt-multitask" not in md
     assert (tmp_path / "out" / "mt-multi30k-transformer_test_bleu.png").is_file()

@@ -29,6 +29,7 @@ arrays ``float32`` ``(N, D)``, labels ``int64``. ``name_or_path`` may also be a 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -259,10 +260,10 @@ def _not_found(info: DatasetInfo, looked: list[str], targets: list[Path], test_s
         target = "the first writable data root"
     how = [
         "To get it:",
-        f"  * pass --download (download=True) to fetch it through torchvision into {target}, or",
-        f"  * point {DATA_ENV}=/path (several separated by {os.pathsep!r}) or --data-root /path at a folder "
-        f"holding {info.array_dir or info.name}/x_train.npy(.xz), y_train, x_test, y_test (the array format of "
-        "the project's data/README.md) or torchvision's layout.",
+        f"  * let torchvision fetch it into {target}: run without --offline (configs: data.download=true), or",
+        f"  * pass --data-root /path (or set {DATA_ENV}=/path, several separated by {os.pathsep!r}) for a folder "
+        f"holding {info.array_dir or info.name}/x_train.npy(.xz), y_train, x_test and y_test (uint8 images "
+        "(N, H, W[, C]) and integer labels), or torchvision's own layout of the dataset.",
     ]
     if not info.torchvision:
         how[1] = "  * (no torchvision download exists for this dataset)"
@@ -277,12 +278,19 @@ def _download(info: DatasetInfo, targets: list[Path]) -> Path:
 
     root = first_writable_root(targets)
     cls = getattr(tvd, info.torchvision)
+    print(f"{info.title} is not on this machine: downloading it with torchvision ({cls.__name__}'s mirrors) into "
+          f"{root}", file=sys.stderr, flush=True)
     try:
         for train in (True, False):
             cls(str(root), train=train, download=True)
     except Exception as err:  # network, checksum, disk: name the dataset and the target
-        raise RuntimeError(f"downloading {info.title} through torchvision into {root} failed: {err}") from err
+        raise _DownloadFailed(f"downloading {info.title} through torchvision into {root} failed: "
+                              f"{' '.join(str(err).split())}") from err
     return root
+
+
+class _DownloadFailed(OSError):
+    """A torchvision download that did not complete (no network, a bad checksum, a full disk)."""
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -335,7 +343,10 @@ def load_registered(
     sources, looked = _find_sources(info, roots)
     chosen = _pick(sources, test_set)
     if chosen is None and download and test_set != "jpeg" and info.torchvision:
-        root = _download(info, targets)
+        try:
+            root = _download(info, targets)
+        except _DownloadFailed as err:
+            raise FileNotFoundError(f"{err}\n{_not_found(info, looked, targets, test_set, sources)}") from err
         if root not in roots:
             roots = [*roots, root]
         sources, looked = _find_sources(info, roots)

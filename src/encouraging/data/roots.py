@@ -2,9 +2,9 @@
 
 The order is the search order of every loader in :mod:`encouraging.data`:
 
-1. the explicit root (the command line's ``--data-root``), if given;
-2. every entry of the environment variable ``ENCOURAGING_DATA`` (several paths separated by ``os.pathsep``,
-   ``:`` on POSIX), in order;
+1. the explicit root (the command line's ``--data-root``), if given; it replaces step 2;
+2. without an explicit root, every entry of the environment variable ``ENCOURAGING_DATA`` (several paths separated
+   by ``os.pathsep``, ``:`` on POSIX), in order;
 3. the default root ``$XDG_CACHE_HOME/encouraging/data`` (``~/.cache/encouraging/data`` when ``XDG_CACHE_HOME`` is
    unset).
 
@@ -39,7 +39,8 @@ def data_roots(explicit: str | os.PathLike[str] | None = None) -> list[Path]:
     """The data roots in search order, without duplicates (the first occurrence keeps its place).
 
     Args:
-        explicit: a root given by the user (``--data-root``); searched first. ``None`` or ``""`` skips it.
+        explicit: a root given by the user (``--data-root``); searched first, and instead of ``ENCOURAGING_DATA``
+            (what a user names on the command line beats what the environment says). ``None`` or ``""`` skips it.
 
     Returns:
         Paths, not checked for existence: a loader reports every path it looked at when nothing is found.
@@ -47,9 +48,10 @@ def data_roots(explicit: str | os.PathLike[str] | None = None) -> list[Path]:
     candidates: list[Path] = []
     if explicit is not None and str(explicit) != "":
         candidates.append(Path(explicit).expanduser())
-    for entry in os.environ.get(DATA_ENV, "").split(os.pathsep):
-        if entry.strip():
-            candidates.append(Path(entry.strip()).expanduser())
+    else:
+        for entry in os.environ.get(DATA_ENV, "").split(os.pathsep):
+            if entry.strip():
+                candidates.append(Path(entry.strip()).expanduser())
     candidates.append(default_data_root())
     roots: list[Path] = []
     seen: set[str] = set()

@@ -1,7 +1,9 @@
 """The training step and evaluation of a task that predicts one class per example (image, long-tailed, graph).
 
 Per epoch the step logs, averaged over the training examples: ``train_ce`` (plain cross-entropy of the same
-logits, comparable across losses), ``train_bonus`` (loss - CE: the paper's logged "reward" for EL), ``train_acc``,
+logits, comparable across losses), ``train_bonus`` (loss minus the cross-entropy the loss is built on: plain CE, or
+label-smoothed CE when the criterion smooths, so it is EL's bonus, the paper's logged "reward", and never the
+smoothing term: 0 for CE+LS), ``train_acc``,
 ``p_target`` (mean target probability) and ``frac_past_log_end`` (fraction of examples with ``p_target > log_end``,
 where EL's bonus turns linear). The sums stay on the device: no host sync per step.
 """
@@ -27,7 +29,9 @@ def classification_step(logits: Tensor, target: Tensor, criterion: nn.Module, *,
         n = target.numel()
         ce, correct, p_sum, past = torch.stack(
             [-log_p_y, (logits.argmax(1) == target).float(), p_y, (p_y > log_end).float()]).sum(1)
-        bonus = (loss.detach() * n).double() - ce.double()
+        smoothing = float(getattr(criterion, "label_smoothing", 0.0))
+        base = ce if not smoothing else F.cross_entropy(logits, target, label_smoothing=smoothing, reduction="sum")
+        bonus = (loss.detach() * n).double() - base.double()
     return Step(loss, n, {"train_ce": ce, "train_bonus": bonus, "train_acc": correct, "p_target": p_sum,
                           "frac_past_log_end": past})
 

@@ -1,4 +1,7 @@
-"""Progress output: a rich progress bar in a terminal, one plain line per epoch otherwise (or with quiet)."""
+"""Progress output: a rich progress bar in a terminal, one plain line per epoch otherwise (nothing with quiet).
+
+Epochs are numbered from 0, as the results database, ``metrics.jsonl`` and reports number them.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ EPOCH_FIELDS = (  # (metric, label, format)
 
 
 def format_epoch(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
-    parts = [f"epoch {epoch + 1}/{epochs}"]
+    parts = [f"epoch {epoch} of 0-{epochs - 1}"]
     parts += [f"{label} {fmt.format(metrics[key])}" for key, label, fmt in EPOCH_FIELDS if key in metrics]
     return "  ".join(parts)
 
@@ -48,7 +51,8 @@ class Progress:
 
     def start_epoch(self, epoch: int) -> None:
         if self._bar is not None:
-            self._bar.reset(self._task, total=self.steps, description=f"{self.title} epoch {epoch + 1}/{self.epochs}")
+            self._bar.reset(self._task, total=self.steps,
+                            description=f"{self.title} epoch {epoch} of 0-{self.epochs - 1}")
 
     def advance(self) -> None:
         if self._bar is not None:

@@ -26,6 +26,7 @@ from ..engine.adversarial import NormalizedModel, build_attack, default_spec
 from ..results import Doc, Group, ResultsStore, group_rows, register_section
 from ..results.paper import paper_number
 from ..results.stats import compare, mean_std_text
+from ..results.style import loss_styles
 from .ood import eval_batches
 
 if TYPE_CHECKING:
@@ -155,8 +156,7 @@ def plot_robustness(rows: list[dict], norm: str, path: Path) -> str | None:
         return None
     losses = sorted({k[0] for k in curves}, key=lambda lb: (lb != "CE", lb))
     attacks = sorted({k[1] for k in curves})
-    colors = {lb: ("black" if lb == "CE" else c) for lb, c in zip(losses, ("black", "#d62728", "#1f77b4",
-                                                                              "#2ca02c", "#9467bd"), strict=False)}
+    colors = {lb: colour for lb, (colour, _) in loss_styles(losses).items()}  # the report's colour per loss
     styles = dict(zip(attacks, ("-", "--", ":", "-.", (0, (5, 1)), (0, (1, 3))), strict=False))
     fig = Figure(figsize=(6.4, 4.2), dpi=120, layout="constrained")
     ax = fig.subplots()

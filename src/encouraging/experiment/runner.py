@@ -89,7 +89,8 @@ def _run(cfg: Config, device: torch.device, world, out_dir: Path, db, resume: bo
     if not _proceed(store.claim(record) if store is not None else True, world, cfg, label, db):
         return None
     try:  # from the claim on, any failure marks the run failed (with its error) instead of leaving it running
-        final = _train(cfg, task, prepared, run_dir, store, record.run_id, world, resume, quiet, label)
+        title = f"{position.split(' (')[0] + ': ' if position else ''}{label} seed {cfg.train.seed}"
+        final = _train(cfg, task, prepared, run_dir, store, record.run_id, world, resume, quiet, title)
     except BaseException as error:
         if store is not None:
             store.fail(record.run_id, f"{type(error).__name__}: {error}")
@@ -98,7 +99,7 @@ def _run(cfg: Config, device: torch.device, world, out_dir: Path, db, resume: bo
 
 
 def _train(cfg: Config, task, prepared, run_dir: Path, store, run_id: str, world, resume: bool, quiet: bool,
-           label: str) -> dict[str, Any]:
+           title: str) -> dict[str, Any]:
     if world.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
@@ -112,8 +113,7 @@ def _train(cfg: Config, task, prepared, run_dir: Path, store, run_id: str, world
             store.heartbeat(run_id)
 
     trainer = Trainer(task, prepared, task.build_criterion(prepared.stats), schedule=build_schedule(cfg.loss),
-                      run_dir=run_dir if world.main else None, on_epoch=on_epoch, quiet=quiet,
-                      title=f"{cfg.name} {label} s{cfg.train.seed}")
+                      run_dir=run_dir if world.main else None, on_epoch=on_epoch, quiet=quiet, title=title)
     if resume and trainer.resume() and world.main:
         # the per-epoch log restarts from the checkpoint's history (drops epochs that will run again)
         (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in trainer.history))

@@ -37,7 +37,7 @@ from typing import Any
 from .paper import PaperNumber, canonical_loss, paper_number
 from .stats import Comparison, Summary, compare, format_signed, summarize
 from .store import ResultsStore
-from .style import loss_styles, new_figure
+from .style import loss_styles, new_figure, reset_styles
 
 __all__ = ["Group", "LossRow", "collect", "comparison_rows", "group_tables", "table_rows", "write_report"]
 
@@ -406,8 +406,11 @@ def group_tables(store_or_path: ResultsStore | str | os.PathLike | list[Group], 
     for g in groups:
         pairs = {id(p.row): p for p in g.pairs}
         head = _headline(g)
-        vs = f"vs CE, {COLUMNS[head][1]}"
-        columns = ["loss", "n", *(COLUMNS[c][1] for c in g.columns), *g.metric.extra, vs, "paper (their recipe)"]
+        short = {"selected": "selected", "final": "final", "best": "best on test*"}  # narrow terminal columns
+        vs = f"vs CE ({short[head]})"
+        with_paper = any(row.paper is not None for row in g.rows)
+        columns = ["loss", "n", *(short[c] for c in g.columns), *g.metric.extra, vs,
+                   *(["paper (their recipe)"] if with_paper else [])]
         rows = []
         for row in g.rows:
             p = pairs.get(id(row))
@@ -415,12 +418,14 @@ def group_tables(store_or_path: ResultsStore | str | os.PathLike | list[Group], 
             if row.paper is not None:
                 paper = row.paper.format() + ("" if row.paper.same_model else " (other model)")
             cells = {"loss": row.loss_label, "n": row.n_text()}
-            cells.update({COLUMNS[c][1]: _fmt_summary(row.summary(c), g.metric.scale) for c in g.columns})
+            cells.update({short[c]: _fmt_summary(row.summary(c), g.metric.scale) for c in g.columns})
             cells.update({x: _fmt_summary(summarize(row.extra[x].values()), g.metric.scale) for x in g.metric.extra})
-            cells.update({vs: p.comparisons[head].format(g.metric.scale, DIGITS) if p else "–",
-                          "paper (their recipe)": paper})
+            cells[vs] = p.comparisons[head].interval(g.metric.scale, DIGITS) if p else "–"
+            if with_paper:
+                cells["paper (their recipe)"] = paper
             rows.append(cells)
-        caption = f"{g.metric.label}: mean ± std over seeds; vs CE: B − A [95% CI], paired t-test p, n seeds"
+        caption = (f"{g.metric.label}, mean ± std over seeds; vs CE: B − A [95% CI] over paired seeds; "
+                   "*best epoch chosen on the test set (the paper's protocol, optimistic)")
         if g.test_notes:
             caption = "test set: " + "; ".join(g.test_notes) + "\n" + caption
         comparisons = [f"{p.title}, {COLUMNS[c][1]}: {cmp.format(g.metric.scale, DIGITS)}: {cmp.verdict()}"
@@ -696,6 +701,7 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     groups = collect(store, **filters)
+    reset_styles(row.loss_label for g in groups for row in g.rows)  # one colour per loss in every figure
     all_runs = store.runs(**filters)
     counts = Counter(r["status"] for r in all_runs)
 

@@ -204,6 +204,15 @@ class Comparison:
         ci = f"[{format_signed(self.ci_low * scale, digits)}, {format_signed(self.ci_high * scale, digits)}]"
         return f"{d} {ci}, {format_p(self.p)}, {n}"
 
+    def interval(self, scale: float = 1.0, digits: int = 2) -> str:
+        """The short form for narrow tables: ``+0.12 [−0.05, +0.29]`` (the difference alone without an interval)."""
+        if self.mean_diff is None:
+            return "n/a"
+        d = format_signed(self.mean_diff * scale, digits)
+        if self.ci_low is None:
+            return d
+        return f"{d} [{format_signed(self.ci_low * scale, digits)}, {format_signed(self.ci_high * scale, digits)}]"
+
     def verdict(self) -> str:
         """One plain sentence on what the interval says."""
         level = f"{round(self.confidence * 100):d}%"

@@ -11,15 +11,28 @@ def is_plain_ce(label: str) -> bool:
     return label == "CE"
 
 
+# label -> colour, kept for the whole process (a report resets it with its own labels in table order), so a loss
+# keeps one colour in every figure of a report, whichever subset of losses a figure shows
+_COLOURS: dict[str, str] = {}
+
+
+def reset_styles(labels: Iterable[str] = ()) -> None:
+    """Forget the colours given so far; hand out colours to ``labels`` in this order first."""
+    _COLOURS.clear()
+    loss_styles(labels)
+
+
 def loss_styles(labels: Iterable[str]) -> dict[str, tuple[str, str]]:
-    """``label -> (colour, line style)``: plain CE black dashed, other CE variants dashed, the rest solid."""
-    out, i = {}, 0
+    """``label -> (colour, line style)``: plain CE black dashed, other CE variants dashed, the rest solid; a label
+    keeps the colour it was first given."""
+    out = {}
     for label in dict.fromkeys(labels):
         if is_plain_ce(label):
             out[label] = ("black", "--")
             continue
-        out[label] = (PALETTE[i % len(PALETTE)], "--" if label.startswith("CE") else "-")
-        i += 1
+        if label not in _COLOURS:
+            _COLOURS[label] = PALETTE[len(_COLOURS) % len(PALETTE)]
+        out[label] = (_COLOURS[label], "--" if label.startswith("CE") else "-")
     return out
 
 

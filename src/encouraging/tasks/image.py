@@ -31,7 +31,7 @@ _RUNTIME = {"hash": False}  # where or how fast, not what: left out of the recip
 class ImageDataConfig:
     dataset: str = "mnist"  # registry name (`encouraging list datasets`) or an array folder
     root: str | None = field(default=None, metadata=_RUNTIME)  # data root; default: $ENCOURAGING_DATA, the cache
-    download: bool = field(default=False, metadata=_RUNTIME)  # fetch through torchvision when not found locally
+    download: bool = field(default=True, metadata=_RUNTIME)  # fetch via torchvision when not found (--offline: no)
     test_set: str = "default"  # dataset-specific choice (CIFAR-10: default = JPEG 10k, exact1000)
     train_subset: int = 0  # keep this many training examples (0 = all), a fixed random subset
     test_subset: int = 0  # keep this many test examples (0 = all)

@@ -157,6 +157,7 @@ def test_a_diverging_run_is_stored_reported_and_left_out_of_the_means(folder, ca
     assert rows["EL (LE=0.75)"]["final_mean"] is None and rows["CE"]["final_mean"] is not None
     md = write_report(store, tmp / "report").read_text()
     assert "**Diverged**" in md and "EL (LE=0.75) seed 0 (epoch 0)" in md and "| 2 (2 diverged) |" in md
+    assert "2 diverged run(s) left out" in md  # the curves' captions say why those runs are missing
 
 
 def test_data_root_beats_the_environment_and_offline_never_downloads(folder, capsys, monkeypatch):

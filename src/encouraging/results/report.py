@@ -503,6 +503,9 @@ def _plot(group: Group, metric: str, ylabel: str, title: str, path: Path, scale:
     all_lo = min(min(c[2]) for _, c in curves)
     all_hi = max(max(c[3]) for _, c in curves)
     caption = f"{title}: mean over seeds, shaded band = min–max over seeds; CE dashed."
+    diverged = sum(len(row.diverged) for row in group.rows)
+    if diverged:
+        caption += f" {diverged} diverged run(s) left out (listed under the table), so the axis shows the others."
     zoom_lo = min(zoom_lows)
     if zoom and all_hi > zoom_lo and (zoom_lo - all_lo) > 2.0 * (all_hi - zoom_lo):
         pad = 0.08 * (all_hi - zoom_lo)

@@ -51,7 +51,7 @@ def logit_adjusted():
     preset = register_loss(LossPreset("test_la", "logit-adjusted CE", ("epsilon",), build,
                                       lambda c: f"LA (tau={c.epsilon:g})", shown=("epsilon",)))
     yield preset, seen
-    criteria._LOSSES.pop(preset.name)
+    criteria._LOSSES.remove(preset.name)
 
 
 def test_a_loss_needing_class_counts_is_one_entry_and_gets_the_training_split(tmp_path, logit_adjusted):

@@ -255,7 +255,7 @@ def linear_bonus():
 
     entry = register_bonus(Bonus("test_linear", "-p, for the registry test", value, dense_value, dense_grad))
     yield entry
-    del bonus_module._REGISTRY["test_linear"]
+    bonus_module._BONUSES.remove("test_linear")
 
 
 @pytest.mark.parametrize("kind,smoothing", [("index", 0.0), ("index", 0.2), ("probs", 0.1)])

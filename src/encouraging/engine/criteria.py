@@ -14,7 +14,6 @@ with a default that switches them off, so no existing recipe is re-hashed).
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +22,7 @@ import yaml
 from torch import nn
 
 from ..losses import BonusSchedule, EncouragingLoss, FocalLoss, HaltedFocalLoss, PolyLoss
+from ..losses.registry import Registry
 from .config import LossConfig
 
 BONUS_FIELDS = ("log_end", "bonus_scale", "bonus", "gamma", "bonus_start", "bonus_floor", "schedule",
@@ -56,28 +56,22 @@ class LossPreset:
     scheduled: bool = False
 
 
-_LOSSES: dict[str, LossPreset] = {}
+_LOSSES: Registry[LossPreset] = Registry("loss")
 
 
 def register_loss(preset: LossPreset) -> LossPreset:
     unknown = sorted(set(preset.uses) - {f.name for f in dataclasses.fields(LossConfig)})
     if unknown:
         raise ValueError(f"loss {preset.name!r} uses fields LossConfig does not have: {unknown}")
-    if preset.name in _LOSSES:
-        raise ValueError(f"loss {preset.name!r} is already registered")
-    _LOSSES[preset.name] = preset
-    return preset
+    return _LOSSES.register(preset.name, preset)
 
 
 def list_losses(filter: str = "*") -> list[str]:
-    return sorted(n for n in _LOSSES if fnmatch.fnmatch(n, filter))
+    return _LOSSES.names(filter)
 
 
 def get_loss(name: str) -> LossPreset:
-    try:
-        return _LOSSES[name]
-    except KeyError:
-        raise ValueError(f"loss must be one of {list_losses()}, got {name!r}") from None
+    return _LOSSES.get(name)
 
 
 # --- specs and canonical configs -----------------------------------------------------------------------------------

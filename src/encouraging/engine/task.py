@@ -19,7 +19,6 @@ may be anything a task's batch source yields (tensor pairs, a PyG ``Batch``, tok
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
@@ -28,6 +27,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import Tensor, nn
 
+from ..losses.registry import Registry
 from .config import Config, ModelConfig, register_sections
 from .distributed import SINGLE, World
 from .runtime import autocast, autocast_dtype
@@ -169,7 +169,7 @@ class Task:
         return out.float()
 
 
-_TASKS: dict[str, type[Task]] = {}
+_TASKS: Registry[type[Task]] = Registry("task")
 
 
 def register_task(cls: type[Task]) -> type[Task]:
@@ -180,22 +180,17 @@ def register_task(cls: type[Task]) -> type[Task]:
     for section, needed in ((cls.data_config, "dataset"), (cls.model_config, "name")):
         if needed not in {f.name for f in dataclasses.fields(section)}:  # runs are grouped by dataset and model
             raise TypeError(f"task {cls.name!r}: its config section {section.__name__} needs a {needed!r} field")
-    if cls.name in _TASKS and _TASKS[cls.name] is not cls:
-        raise ValueError(f"task {cls.name!r} is already registered (by {_TASKS[cls.name].__module__})")
-    _TASKS[cls.name] = cls
+    _TASKS.register(cls.name, cls)
     register_sections(cls.name, cls.data_config, cls.model_config)
     return cls
 
 
 def list_tasks(filter: str = "*") -> list[str]:
-    return sorted(n for n in _TASKS if fnmatch.fnmatch(n, filter))
+    return _TASKS.names(filter)
 
 
 def get_task(name: str) -> type[Task]:
-    try:
-        return _TASKS[name]
-    except KeyError:
-        raise ValueError(f"task must be one of {list_tasks()}, got {name!r}") from None
+    return _TASKS.get(name)
 
 
 def build_task(cfg: Config, device: torch.device | str = "cpu", world: World = SINGLE) -> Task:

@@ -23,13 +23,14 @@ Each entry gives three functions of :math:`\log p`:
 
 from __future__ import annotations
 
-import fnmatch
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from .registry import Registry
 
 #: The paper's clamp ``1 - p >= 1e-5``; applied only to the dense (non-target) terms of the log bonus.
 P_CAP = 1.0 - 1e-5
@@ -58,28 +59,22 @@ class Bonus:
     uses: tuple[str, ...] = ()
 
 
-_REGISTRY: dict[str, Bonus] = {}
+_BONUSES: Registry[Bonus] = Registry("bonus")
 
 
 def register_bonus(bonus: Bonus) -> Bonus:
     """Add a bonus to the registry; a name can be registered once."""
-    if bonus.name in _REGISTRY:
-        raise ValueError(f"bonus {bonus.name!r} is already registered")
-    _REGISTRY[bonus.name] = bonus
-    return bonus
+    return _BONUSES.register(bonus.name, bonus)
 
 
 def list_bonuses(filter: str = "*") -> list[str]:
     """Names of the registered bonuses matching an fnmatch pattern, sorted."""
-    return sorted(name for name in _REGISTRY if fnmatch.fnmatch(name, filter))
+    return _BONUSES.names(filter)
 
 
 def get_bonus(name: str) -> Bonus:
     """The registered bonus called ``name``; an unknown name lists the valid ones."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"bonus must be one of {list_bonuses()}, got {name!r}") from None
+    return _BONUSES.get(name)
 
 
 # ----------------------------------------------------------------------------------------------------------- log

@@ -168,3 +168,14 @@ def test_data_root_beats_the_environment_and_offline_never_downloads(folder, cap
                                   str(empty), "--out", str(tmp / "runs")], "MNIST not found", f"{empty}/mnist/")
     assert f"{tmp}/mnist/" not in err  # the environment's root is not searched when --data-root is given
     assert "--offline" in err and "--data-root" in err  # the commands that fix it
+
+
+def test_a_grid_outside_a_terminal_says_where_it_is_at_once(folder, capsys):
+    tmp, recipe = folder
+    assert main(["compare", str(recipe), "--losses", "ce", "--seeds", "2", "--out", str(tmp / "runs")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "run 1/2: errs / CE / seed 0"  # the first line, before any data is loaded
+    assert lines[1].startswith("  loading image data") and lines[2].startswith("  ready in")
+    assert any(line.startswith("run 1/2: CE seed 0  epoch 0 of 0-0  loss ") for line in lines)  # one per epoch
+    assert any(line.startswith("run 2/2 (about ") and "left in the grid): errs / CE / seed 1" in line
+               for line in lines)

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from ..losses.registry import Registry
 from .config import Config, ModelConfig, register_sections
+from .criteria import build_criterion
 from .distributed import SINGLE, World
 from .runtime import autocast, autocast_dtype
 
@@ -129,7 +130,11 @@ class Task:
 
     def __init__(self, cfg: Config, device: torch.device | str = "cpu", world: World = SINGLE) -> None:
         self.cfg, self.device, self.world = cfg, torch.device(device), world
-        self.amp = autocast_dtype(cfg.train.amp, self.device)
+
+    @property
+    def amp(self) -> torch.dtype | None:
+        """The autocast dtype of ``train.amp`` on this device (None: no autocast)."""
+        return autocast_dtype(self.cfg.train.amp, self.device)
 
     # --- what a task implements -------------------------------------------------------------------------------------
 
@@ -150,8 +155,6 @@ class Task:
 
     def build_criterion(self, stats: DataStats) -> nn.Module:
         """The training loss: the registry's preset ``cfg.loss.name`` with the training statistics."""
-        from .criteria import build_criterion
-
         return build_criterion(self.cfg.loss, stats)
 
     def check(self) -> list[str]:

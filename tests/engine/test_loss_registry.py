@@ -90,3 +90,19 @@ def test_bad_entries_and_names_are_refused():
         register_loss(LossPreset("bad", "x", ("margin",), lambda c, s: nn.Identity(), lambda c: "x"))
     with pytest.raises(ValueError, match="already registered"):
         register_loss(get_loss("ce"))
+
+
+def test_the_long_tail_presets_train_with_and_without_the_bonus(tmp_path):
+    x = np.random.default_rng(1).normal(size=(240, 4)).astype(np.float32)
+    y = np.repeat([0, 1, 2], [180, 45, 15])
+    np.savez(tmp_path / "lt.npz", x_train=x, y_train=y, x_test=x[:60], y_test=np.repeat([0, 1, 2], 20))
+    cfg = _features(f"--data.path={tmp_path / 'lt.npz'}", "--data.dataset=lt", "--train.epochs=1")
+    specs = ["ldam", "ldam_el(log_end=0.5)", "la(la_tau=0.5)", "la_el", "bsm", "cb_el(cb_beta=0.99)"]
+    grid(cfg, specs, [0], out_dir=tmp_path / "runs", db=tmp_path / "r.db", quiet=True)
+    runs = {r["loss_label"]: r for r in ResultsStore(tmp_path / "r.db").runs()}
+    assert set(runs) == {"LDAM (m=0.5, s=30)", "LDAM (m=0.5, s=30) + EL (LE=0.5)", "LA (tau=0.5)",
+                         "LA (tau=1) + EL (LE=0.75)", "BSM", "CB (beta=0.99) + EL (LE=0.75)"}
+    assert all(r["status"] == "finished" for r in runs.values())
+    assert runs["CB (beta=0.99) + EL (LE=0.75)"]["loss_params"] == {"cb_beta": 0.99, "log_end": 0.75}
+    with pytest.raises(ValueError, match="needs the training set's class counts"):
+        build_criterion(parse_loss_spec("ldam"), DataStats(num_classes=3))

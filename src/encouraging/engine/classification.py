@@ -3,7 +3,8 @@
 Per epoch the step logs, averaged over the training examples: ``train_ce`` (plain cross-entropy of the same
 logits, comparable across losses), ``train_bonus`` (loss minus the cross-entropy the loss is built on: plain CE, or
 label-smoothed CE when the criterion smooths, so it is EL's bonus, the paper's logged "reward", and never the
-smoothing term: 0 for CE+LS), ``train_acc``,
+smoothing term; 0 whenever the criterion's bonus is off, as for CE+LS or LDAM; for a long-tail method with the
+bonus it also holds the method's logit adjustment), ``train_acc``,
 ``p_target`` (mean target probability) and ``frac_past_log_end`` (fraction of examples with ``p_target > log_end``,
 where EL's bonus turns linear). The sums stay on the device: no host sync per step.
 """
@@ -32,6 +33,8 @@ def classification_step(logits: Tensor, target: Tensor, criterion: nn.Module, *,
         smoothing = float(getattr(criterion, "label_smoothing", 0.0))
         base = ce if not smoothing else F.cross_entropy(logits, target, label_smoothing=smoothing, reduction="sum")
         bonus = (loss.detach() * n).double() - base.double()
+        if getattr(criterion, "bonus_scale", None) == 0.0:  # the bonus is off (CE, LDAM, LA, ...): none to log
+            bonus = torch.zeros_like(bonus)
     return Step(loss, n, {"train_ce": ce, "train_bonus": bonus, "train_acc": correct, "p_target": p_sum,
                           "frac_past_log_end": past})
 

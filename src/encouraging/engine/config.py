@@ -60,6 +60,10 @@ class LossConfig:
     schedule_length: float = 0.0  # epochs
     defer: float = 0.0  # epochs of plain CE before the bonus starts
     schedule_target: str = "bonus_scale"  # or log_end
+    cb_beta: float = 0.9999  # cb / cb_el: effective-number class weights (Cui et al. 2019)
+    ldam_margin: float = 0.5  # ldam / ldam_el: the largest class margin (Cao et al. 2019)
+    ldam_scale: float = 30.0  # ldam / ldam_el: the logit scale s
+    la_tau: float = 1.0  # la / la_el: logit adjustment's tau (Menon et al. 2021)
 
 
 @dataclass

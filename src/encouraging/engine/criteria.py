@@ -21,7 +21,17 @@ from typing import Any
 import yaml
 from torch import nn
 
-from ..losses import BonusSchedule, EncouragingLoss, FocalLoss, HaltedFocalLoss, PolyLoss
+from ..losses import (
+    AdjustedEncouragingLoss,
+    BonusSchedule,
+    EncouragingLoss,
+    FocalLoss,
+    HaltedFocalLoss,
+    PolyLoss,
+    class_balanced_weights,
+    ldam_margins,
+    logit_offsets,
+)
 from ..losses.registry import Registry
 from .config import LossConfig
 
@@ -166,7 +176,8 @@ def _smoothing(cfg: LossConfig) -> str:
     return f", LS={cfg.label_smoothing:g}" if cfg.label_smoothing else ""
 
 
-def _el_label(cfg: LossConfig) -> str:
+def _el_settings(cfg: LossConfig) -> str:
+    """``LE=0.75, rho=0.5, ...``: the bonus settings a label shows."""
     extra = f"LE={cfg.log_end:g}" if cfg.bonus == "log" else f"{cfg.bonus}"
     if cfg.bonus == "power":
         extra += f" gamma={cfg.gamma:g}"
@@ -178,7 +189,11 @@ def _el_label(cfg: LossConfig) -> str:
         extra += f", floor={cfg.bonus_floor:g}"
     if cfg.defer or cfg.schedule != "constant":
         extra += f", {cfg.schedule} defer={cfg.defer:g}"
-    return f"EL ({extra}{_smoothing(cfg)})"
+    return extra
+
+
+def _el_label(cfg: LossConfig) -> str:
+    return f"EL ({_el_settings(cfg)}{_smoothing(cfg)})"
 
 
 def _el(cfg: LossConfig, stats: Any) -> nn.Module:
@@ -189,6 +204,46 @@ def _el(cfg: LossConfig, stats: Any) -> nn.Module:
 def _ce(cfg: LossConfig, stats: Any) -> nn.Module:
     # EncouragingLoss with the bonus off is F.cross_entropy (tested to float tolerance): one code path for both
     return EncouragingLoss(label_smoothing=cfg.label_smoothing, bonus_scale=0.0)
+
+
+def _counts(cfg: LossConfig, stats: Any) -> tuple[int, ...]:
+    if stats is None or stats.class_counts is None:
+        raise ValueError(f"loss {cfg.name!r} needs the training set's class counts (a task's DataStats)")
+    return stats.class_counts
+
+
+def _bonus(cfg: LossConfig, on: bool) -> dict[str, Any]:
+    """EncouragingLoss's bonus arguments: the config's, or the bonus off (the method alone)."""
+    if not on:
+        return {"bonus_scale": 0.0}
+    return {"log_end": cfg.log_end, "bonus_scale": cfg.bonus_scale, "bonus": cfg.bonus, "gamma": cfg.gamma,
+            "bonus_start": cfg.bonus_start, "bonus_floor": cfg.bonus_floor}
+
+
+def _long_tail(kind: str, on: bool) -> Callable[[LossConfig, Any], nn.Module]:
+    """The builder of a long-tail method (``cb``, ``ldam``, ``la``, ``bsm``) with or without the bonus."""
+
+    def build(cfg: LossConfig, stats: Any) -> nn.Module:
+        counts = _counts(cfg, stats)
+        if kind == "cb":  # the bonus is weighted by the same class weights, as in the paper's DRW row
+            weights = class_balanced_weights(counts, cfg.cb_beta)
+            return EncouragingLoss(weight=weights, bonus_weight="same", **_bonus(cfg, on))
+        if kind == "ldam":
+            return AdjustedEncouragingLoss(margin=ldam_margins(counts, cfg.ldam_margin), scale=cfg.ldam_scale,
+                                           **_bonus(cfg, on))
+        tau = cfg.la_tau if kind == "la" else 1.0
+        return AdjustedEncouragingLoss(offset=logit_offsets(counts, tau), **_bonus(cfg, on))
+
+    return build
+
+
+def _long_tail_label(name: str, settings: Callable[[LossConfig], str]) -> Callable[[LossConfig], str]:
+    def label(cfg: LossConfig) -> str:
+        own = settings(cfg)
+        method = f"{name} ({own})" if own else name
+        return f"{method} + EL ({_el_settings(cfg)})" if get_loss(cfg.name).scheduled else method
+
+    return label
 
 
 _EL_USES = BONUS_FIELDS + ("label_smoothing",)
@@ -209,5 +264,19 @@ for _preset in (
     LossPreset("hfl", "halted focal loss", ("focal_gamma", "halt"),
                lambda c, s: HaltedFocalLoss(gamma=c.focal_gamma, halt=c.halt),
                lambda c: f"HFL (gamma={c.focal_gamma:g}, halt={c.halt:g})", shown=("focal_gamma", "halt")),
+    *(
+        LossPreset(name + ("_el" if on else ""), description + (" + the bonus" if on else ""),
+                   own + (BONUS_FIELDS if on else ()), _long_tail(name, on), _long_tail_label(title, settings),
+                   shown=own + (("log_end",) if on else ()), scheduled=on)
+        for name, title, own, settings, description in (
+            ("cb", "CB", ("cb_beta",), lambda c: f"beta={c.cb_beta:g}",
+             "class-balanced re-weighting by effective number (weights the bonus too)"),
+            ("ldam", "LDAM", ("ldam_margin", "ldam_scale"), lambda c: f"m={c.ldam_margin:g}, s={c.ldam_scale:g}",
+             "LDAM: label-distribution-aware margins"),
+            ("la", "LA", ("la_tau",), lambda c: f"tau={c.la_tau:g}", "logit adjustment, loss form"),
+            ("bsm", "BSM", (), lambda c: "", "balanced softmax"),
+        )
+        for on in (False, True)
+    ),
 ):
     register_loss(_preset)

@@ -1,4 +1,5 @@
-"""Losses: the encouraging loss, its binary form, the baselines, bonus schedules. Depends on torch only."""
+"""Losses: the encouraging loss, its binary form, the baselines, long-tail adjustments, bonus schedules. Depends on
+torch only."""
 
 from ._checks import disable_checks
 from .baselines import FocalLoss, HaltedFocalLoss, PolyLoss, focal_loss, halted_focal_loss, poly_loss
@@ -6,10 +7,22 @@ from .binary import BinaryEncouragingLoss, binary_encouraging_loss
 from .bonus import Bonus, BonusParams, get_bonus, list_bonuses, register_bonus
 from .functional import LossParts, encouraging_loss, encouraging_loss_parts
 from .linear import LinearEncouragingLoss, linear_encouraging_loss
+from .longtail import (
+    AdjustedEncouragingLoss,
+    adjusted_logits,
+    class_balanced_weights,
+    ldam_margins,
+    logit_offsets,
+)
 from .modules import EncouragingLoss, summarize
 from .schedule import BonusSchedule
 
 __all__ = [
+    "AdjustedEncouragingLoss",
+    "adjusted_logits",
+    "class_balanced_weights",
+    "ldam_margins",
+    "logit_offsets",
     "Bonus",
     "BonusParams",
     "BonusSchedule",

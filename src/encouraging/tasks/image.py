@@ -111,7 +111,8 @@ class ImageTask(Task):
 
     def _tensors(self, data: Any, model: nn.Module, notes: dict) -> Prepared:
         d, info = self.cfg.data, data.info
-        x_train, y_train = _subset(data.x_train, data.y_train, d.train_subset)
+        x_train, y_train = self.select_train(*_subset(data.x_train, data.y_train, d.train_subset), info.num_classes,
+                                             notes)
         x_test, y_test = _subset(data.x_test, data.y_test, d.test_subset)
         storage = self.device if d.in_memory else torch.device("cpu")
         mean, std = (info.mean, info.std) if d.normalize else (None, None)
@@ -133,6 +134,10 @@ class ImageTask(Task):
         train_eval = TensorBatches(x_train, y_train, d.eval_batch_size, train=False, **common)
         stats = DataStats(info.num_classes, class_counts(y_train, info.num_classes))
         return Prepared(model, train, test, stats, val=val, train_eval=train_eval, notes=notes)
+
+    def select_train(self, x: Tensor, y: Tensor, num_classes: int, notes: dict) -> tuple[Tensor, Tensor]:
+        """The training examples the run uses (all of them; the long-tailed task subsamples here)."""
+        return x, y
 
     def training_step(self, model: nn.Module, batch: Any, criterion: nn.Module) -> Step:
         x, y = batch

@@ -1,0 +1,105 @@
+"""Long-tailed image classification: a long-tailed training split of any image dataset, balanced test sets, and
+many / medium / few-shot accuracy beside the overall top-1 (the paper's §5.5-5.6 evidence).
+
+The training split is subsampled by :mod:`encouraging.data.longtail` (``data.profile``, ``data.imbalance_ratio``);
+the class counts that result are the run's :class:`~encouraging.engine.task.DataStats`, so the long-tail losses
+(``cb``, ``ldam``, ``la``, ``bsm`` and their ``_el`` forms) are built from them. Classes are many-shot with more
+than ``data.many_above`` training examples, few-shot with fewer than ``data.few_below`` (the paper's 100 and 20),
+medium otherwise; ``balanced_acc`` is the mean per-class accuracy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data.longtail import PROFILES, long_tail_indices
+from ..engine.distributed import all_reduce_sum
+from ..engine.task import MetricSpec, Prepared, register_task
+from .image import ImageDataConfig, ImageTask
+
+GROUPS = ("many", "medium", "few")
+
+
+@dataclass
+class LongTailDataConfig(ImageDataConfig):
+    profile: str = "exp"  # exp (Cao et al. 2019) | step
+    imbalance_ratio: float = 100.0  # n_max / n_min of the training split
+    subset_seed: int = 0  # which examples each class keeps (the same for every loss and run seed)
+    many_above: int = 100  # many-shot: more training examples than this (the paper's threshold)
+    few_below: int = 20  # few-shot: fewer than this (the paper's threshold)
+
+
+def shot_groups(class_counts: tuple[int, ...], many_above: int = 100, few_below: int = 20) -> dict[str, list[int]]:
+    """Classes per group: ``many`` (count > many_above), ``few`` (count < few_below), ``medium`` the rest."""
+    groups: dict[str, list[int]] = {g: [] for g in GROUPS}
+    for c, n in enumerate(class_counts):
+        groups["many" if n > many_above else "few" if n < few_below else "medium"].append(c)
+    return groups
+
+
+@register_task
+class LongTailTask(ImageTask):
+    name = "longtail"
+    description = "long-tailed image classification (exp / step profiles; many / medium / few-shot accuracy)"
+    data_config = LongTailDataConfig
+    metrics = MetricSpec(extra=("many_acc", "medium_acc", "few_acc", "balanced_acc"))
+    groups: dict[str, list[int]] | None = None  # set by setup()
+
+    def check(self) -> list[str]:
+        d = self.cfg.data
+        problems = super().check()
+        if d.profile not in PROFILES:
+            problems.append(f"data.profile must be one of {PROFILES}, got {d.profile!r}")
+        if d.imbalance_ratio < 1:
+            problems.append(f"data.imbalance_ratio must be >= 1, got {d.imbalance_ratio}")
+        if not 0 <= d.few_below <= d.many_above:
+            problems.append(f"data.few_below must be in [0, data.many_above], got {d.few_below} and {d.many_above}")
+        return problems
+
+    def select_train(self, x: Tensor, y: Tensor, num_classes: int, notes: dict) -> tuple[Tensor, Tensor]:
+        d = self.cfg.data
+        keep = long_tail_indices(y, num_classes, d.profile, d.imbalance_ratio, d.subset_seed)
+        notes["long_tail"] = f"{d.profile} profile, ratio {d.imbalance_ratio:g}: {len(keep)} of {len(y)} examples"
+        return x[keep], y[keep]
+
+    def setup(self) -> Prepared:
+        prepared = super().setup()
+        if prepared.stats.class_counts is None:
+            raise ValueError("task 'longtail' needs an in-memory dataset (class counts of its training split)")
+        d = self.cfg.data
+        self.groups = shot_groups(prepared.stats.class_counts, d.many_above, d.few_below)
+        sizes = ", ".join(f"{g} {len(c)}" for g, c in self.groups.items())
+        prepared.notes["groups"] = (f"classes: {sizes} (many: > {d.many_above} training examples, few: < "
+                                    f"{d.few_below})")
+        return prepared
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batches: Any) -> dict[str, float]:
+        """Loss and top-1 over all examples; per class the hits, then accuracy per shot group and balanced."""
+        hits = counts = None
+        loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        for x, y in batches.epoch(0):
+            out = self.logits(model, x)
+            c = out.shape[1]
+            hits = (hits if hits is not None else torch.zeros(c, dtype=torch.float64, device=self.device)) + \
+                torch.bincount(y[out.argmax(1) == y], minlength=c).double()
+            counts = (counts if counts is not None else torch.zeros(c, dtype=torch.float64, device=self.device)) \
+                + torch.bincount(y, minlength=c).double()
+            loss += F.cross_entropy(out, y, reduction="sum").double()
+        if hits is None:
+            raise ValueError("evaluation split has no batches")
+        totals = all_reduce_sum(torch.cat([loss.view(1), hits, counts]), self.world)
+        loss_sum, hits, counts = totals[0], totals[1:1 + len(hits)], totals[1 + len(hits):]
+        per_class = hits / counts.clamp(min=1)
+        present = counts > 0
+        out = {"loss": float(loss_sum / counts.sum()), "acc": float(hits.sum() / counts.sum()),
+               "balanced_acc": float(per_class[present].mean())}
+        for group, classes in (self.groups or {}).items():
+            idx = torch.tensor([c for c in classes if present[c]], dtype=torch.long, device=self.device)
+            out[f"{group}_acc"] = float(per_class[idx].mean()) if len(idx) else float("nan")
+        return out

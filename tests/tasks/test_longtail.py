@@ -1,0 +1,65 @@
+"""The long-tailed task: exact profile counts, a fixed subset, shot groups, and an end-to-end run with its columns."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from encouraging.data.longtail import long_tail_counts, long_tail_indices
+from encouraging.engine.config import Config, apply_overrides
+from encouraging.experiment import grid
+from encouraging.results import ResultsStore, table_rows
+from encouraging.tasks.longtail import shot_groups
+
+
+@pytest.mark.parametrize("ratio, expected", [
+    (100, [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]),  # CIFAR-10-LT as in LDAM-DRW's IMBALANCECIFAR10
+    (10, [5000, 3871, 2997, 2320, 1796, 1391, 1077, 834, 645, 500]),
+    (50, [5000, 3237, 2096, 1357, 878, 568, 368, 238, 154, 100]),
+])
+def test_exponential_profile_counts_follow_cao_et_al(ratio, expected):
+    assert long_tail_counts(10, 5000, "exp", ratio) == expected
+
+
+def test_step_profile_and_bad_ratios():
+    assert long_tail_counts(4, 100, "step", 10) == [100, 100, 10, 10]
+    with pytest.raises(ValueError, match="imbalance ratio must be >= 1"):
+        long_tail_counts(10, 5000, "exp", 0.5)
+    with pytest.raises(ValueError, match="leaves a class with no examples"):
+        long_tail_counts(10, 50, "exp", 100)
+    with pytest.raises(ValueError, match="profile must be one of"):
+        long_tail_counts(10, 50, "linear", 10)
+
+
+def test_the_subset_is_fixed_per_seed_and_has_the_profiles_counts():
+    labels = torch.arange(5).repeat_interleave(torch.tensor([120, 100, 140, 100, 110]))[torch.randperm(570)]
+    keep = long_tail_indices(labels, 5, "exp", 10)
+    assert torch.bincount(labels[keep], minlength=5).tolist() == long_tail_counts(5, 100, "exp", 10)
+    assert torch.equal(keep, long_tail_indices(labels, 5, "exp", 10))  # every loss and run seed: the same subset
+    assert not torch.equal(keep, long_tail_indices(labels, 5, "exp", 10, seed=1))
+    with pytest.raises(ValueError, match="classes \\[2\\] have none"):
+        long_tail_indices(torch.tensor([0, 1, 0, 1]), 3)
+
+
+def test_shot_groups_on_a_known_count_vector():
+    assert shot_groups((500, 101, 100, 20, 19, 3)) == {"many": [0, 1], "medium": [2, 3], "few": [4, 5]}
+
+
+def test_a_long_tailed_grid_reports_many_medium_few(tmp_path, data_root):
+    cfg = apply_overrides(Config(task="longtail"), [
+        "--name=lt", "--data.dataset=mnist", "--data.imbalance_ratio=50", "--data.test_subset=1000",
+        "--data.many_above=1000", "--data.few_below=300", "--data.batch_size=128", "--model.name=mlp",
+        "--model.kwargs={hidden: [32]}", "--optim.name=adam", "--optim.lr=0.003", "--optim.schedule=constant",
+        "--train.epochs=1", "--train.threads=1"])
+    grid(cfg, ["ce", "ldam_el"], [0], out_dir=tmp_path / "runs", db=tmp_path / "r.db", quiet=True)
+    store = ResultsStore(tmp_path / "r.db")
+    runs = store.runs()
+    assert {r["status"] for r in runs} == {"finished"} and len(runs) == 2
+    notes = runs[0]["config"]["notes"]
+    assert "exp profile, ratio 50" in notes["long_tail"] and "many" in notes["groups"]
+    final = store.final(runs[0]["run_id"])
+    for key in ("final_test_many_acc", "final_test_medium_acc", "final_test_few_acc", "final_test_balanced_acc"):
+        assert 0.0 <= final[key] <= 1.0, key
+    rows = {r["loss_label"]: r for r in table_rows(store)}
+    assert set(rows) == {"CE", "LDAM (m=0.5, s=30) + EL (LE=0.75)"} and rows["CE"]["few_acc"] != "n/a"
+    assert notes["train_size"] == sum(long_tail_counts(10, 5421, "exp", 50))  # MNIST's smallest class: 5421

@@ -62,4 +62,5 @@ def test_a_long_tailed_grid_reports_many_medium_few(tmp_path, data_root):
         assert 0.0 <= final[key] <= 1.0, key
     rows = {r["loss_label"]: r for r in table_rows(store)}
     assert set(rows) == {"CE", "LDAM (m=0.5, s=30) + EL (LE=0.75)"} and rows["CE"]["few_acc"] != "n/a"
+    assert rows["CE"]["paper"] is None  # MNIST's balanced-data number is not a long-tailed one
     assert notes["train_size"] == sum(long_tail_counts(10, 5421, "exp", 50))  # MNIST's smallest class: 5421

@@ -106,3 +106,55 @@ def test_the_long_tail_presets_train_with_and_without_the_bonus(tmp_path):
     assert runs["CB (beta=0.99) + EL (LE=0.75)"]["loss_params"] == {"cb_beta": 0.99, "log_end": 0.75}
     with pytest.raises(ValueError, match="needs the training set's class counts"):
         build_criterion(parse_loss_spec("ldam"), DataStats(num_classes=3))
+
+
+def test_deferred_reweighting_switches_at_its_epoch_with_the_bonus_weights():
+    from encouraging.engine.criteria import DeferredReweighting, build_schedule
+    from encouraging.losses import class_balanced_weights
+
+    cfg = parse_loss_spec("ldam_el(drw_from=2, cb_beta=0.99)")
+    criterion = build_criterion(cfg, DataStats(3, (100, 10, 1)))
+    schedule = build_schedule(cfg)
+    assert isinstance(schedule, DeferredReweighting) and criterion.weight is None
+    schedule.apply(criterion, 1)
+    assert criterion.weight is None
+    schedule.apply(criterion, 2)
+    assert torch.equal(criterion.weight, class_balanced_weights((100, 10, 1), 0.99))
+    assert criterion.bonus_weight == "same"  # the bonus is weighted by the same weights from the same epoch
+    schedule.apply(criterion, 0)  # stateless: a resumed run sees the weights its epoch asks for
+    assert criterion.weight is None
+
+
+def test_a_drw_run_resumed_across_the_switch_matches_an_uninterrupted_one(tmp_path, monkeypatch):
+    import json
+
+    import encouraging.engine.trainer as trainer_module
+    from encouraging.experiment import run, run_dir_for
+
+    x = np.random.default_rng(2).normal(size=(240, 4)).astype(np.float32)
+    y = np.repeat([0, 1, 2], [180, 45, 15])
+    np.savez(tmp_path / "lt.npz", x_train=x + y[:, None], y_train=y, x_test=x[:60], y_test=np.repeat([0, 1, 2], 20))
+    cfg = _features(f"--data.path={tmp_path / 'lt.npz'}", "--data.dataset=lt", "--train.epochs=4",
+                    "--loss.name=cb_el", "--loss.drw_from=2")
+
+    def history(out):
+        return [json.loads(line) for line in (run_dir_for(cfg, out) / "metrics.jsonl").read_text().splitlines()]
+
+    run(cfg, out_dir=tmp_path / "a", db=None, quiet=True)
+    original, saved = trainer_module.save_checkpoint, []
+
+    def stop_after_two(state, path):
+        original(state, path)
+        saved.append(state["epoch"])
+        if len(saved) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, out_dir=tmp_path / "b", db=None, quiet=True)
+    monkeypatch.setattr(trainer_module, "save_checkpoint", original)
+    run(cfg, out_dir=tmp_path / "b", db=None, quiet=True)
+    a, b = history(tmp_path / "a"), history(tmp_path / "b")
+    assert [m["epoch"] for m in b] == [0, 1, 2, 3]
+    for ma, mb in zip(a, b, strict=True):
+        assert ma["train_loss"] == pytest.approx(mb["train_loss"], rel=1e-6) and ma["test_acc"] == mb["test_acc"]

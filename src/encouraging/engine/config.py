@@ -61,6 +61,8 @@ class LossConfig:
     defer: float = 0.0  # epochs of plain CE before the bonus starts
     schedule_target: str = "bonus_scale"  # or log_end
     cb_beta: float = 0.9999  # cb / cb_el: effective-number class weights (Cui et al. 2019)
+    drw_from: float = 0.0  # cb / ldam (and _el): class-balanced weights only from this epoch on (DRW; 0 = cb from
+    #                        the start, ldam never)
     ldam_margin: float = 0.5  # ldam / ldam_el: the largest class margin (Cao et al. 2019)
     ldam_scale: float = 30.0  # ldam / ldam_el: the logit scale s
     la_tau: float = 1.0  # la / la_el: logit adjustment's tau (Menon et al. 2021)

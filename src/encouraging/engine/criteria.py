@@ -159,14 +159,42 @@ def build_criterion(cfg: LossConfig, stats: Any = None) -> nn.Module:
     return get_loss(cfg.name).build(cfg, stats)
 
 
-def build_schedule(cfg: LossConfig) -> BonusSchedule | None:
-    """The bonus schedule of a scheduled preset, or None when the bonus is constant from the start."""
+@dataclass(frozen=True)
+class DeferredReweighting:
+    """DRW (Cao et al. 2019): the criterion's class weights are ``deferred_weight`` (a buffer the preset built)
+    from epoch ``start`` on, and none before; a bonus with ``bonus_weight="same"`` switches with them (the paper's
+    DRW + bonus row). Stateless, like :class:`~encouraging.losses.BonusSchedule`, so a resumed run switches at
+    the same epoch."""
+
+    start: float
+
+    def apply(self, criterion: nn.Module, epoch: float) -> None:
+        criterion.weight = criterion.deferred_weight if epoch >= self.start else None
+
+
+@dataclass(frozen=True)
+class Schedules:
+    """Several schedules applied in turn."""
+
+    parts: tuple[Any, ...]
+
+    def apply(self, criterion: nn.Module, epoch: float) -> None:
+        for part in self.parts:
+            part.apply(criterion, epoch)
+
+
+def build_schedule(cfg: LossConfig) -> Any:
+    """What changes the criterion during training: the bonus schedule of a scheduled preset, deferred
+    re-weighting, both (:class:`Schedules`), or None."""
     cfg = canonical(cfg)
-    if not get_loss(cfg.name).scheduled or (cfg.schedule == "constant" and cfg.defer == 0):
-        return None
-    base = cfg.log_end if cfg.schedule_target == "log_end" else cfg.bonus_scale
-    return BonusSchedule(cfg.schedule, length=cfg.schedule_length, defer=cfg.defer, target=cfg.schedule_target,
-                         base=base)
+    parts: list[Any] = []
+    if get_loss(cfg.name).scheduled and not (cfg.schedule == "constant" and cfg.defer == 0):
+        base = cfg.log_end if cfg.schedule_target == "log_end" else cfg.bonus_scale
+        parts.append(BonusSchedule(cfg.schedule, length=cfg.schedule_length, defer=cfg.defer,
+                                   target=cfg.schedule_target, base=base))
+    if "drw_from" in get_loss(cfg.name).uses and cfg.drw_from > 0:
+        parts.append(DeferredReweighting(cfg.drw_from))
+    return None if not parts else parts[0] if len(parts) == 1 else Schedules(tuple(parts))
 
 
 # --- the presets ---------------------------------------------------------------------------------------------------
@@ -225,16 +253,28 @@ def _long_tail(kind: str, on: bool) -> Callable[[LossConfig, Any], nn.Module]:
 
     def build(cfg: LossConfig, stats: Any) -> nn.Module:
         counts = _counts(cfg, stats)
-        if kind == "cb":  # the bonus is weighted by the same class weights, as in the paper's DRW row
-            weights = class_balanced_weights(counts, cfg.cb_beta)
-            return EncouragingLoss(weight=weights, bonus_weight="same", **_bonus(cfg, on))
-        if kind == "ldam":
-            return AdjustedEncouragingLoss(margin=ldam_margins(counts, cfg.ldam_margin), scale=cfg.ldam_scale,
-                                           **_bonus(cfg, on))
-        tau = cfg.la_tau if kind == "la" else 1.0
-        return AdjustedEncouragingLoss(offset=logit_offsets(counts, tau), **_bonus(cfg, on))
+        # cb and ldam: class-balanced weights, from the start (cb) or from drw_from on (DRW, LDAM-DRW); the bonus
+        # is weighted by the same weights from the same epoch, as in the paper's DRW row
+        weights = class_balanced_weights(counts, cfg.cb_beta) if kind == "cb" or cfg.drw_from > 0 else None
+        deferred = weights is not None and cfg.drw_from > 0
+        weighting = {"weight": None if deferred else weights, "bonus_weight": "same"}
+        if kind == "cb":
+            loss = EncouragingLoss(**weighting, **_bonus(cfg, on))
+        elif kind == "ldam":
+            loss = AdjustedEncouragingLoss(margin=ldam_margins(counts, cfg.ldam_margin), scale=cfg.ldam_scale,
+                                           **weighting, **_bonus(cfg, on))
+        else:
+            tau = cfg.la_tau if kind == "la" else 1.0
+            loss = AdjustedEncouragingLoss(offset=logit_offsets(counts, tau), **_bonus(cfg, on))
+        if deferred:  # DeferredReweighting swaps it in; a buffer, so it follows the criterion to the device
+            loss.register_buffer("deferred_weight", weights)
+        return loss
 
     return build
+
+
+def _drw(cfg: LossConfig) -> str:
+    return f", DRW from epoch {cfg.drw_from:g}" if cfg.drw_from else ""
 
 
 def _long_tail_label(name: str, settings: Callable[[LossConfig], str]) -> Callable[[LossConfig], str]:
@@ -267,12 +307,15 @@ for _preset in (
     *(
         LossPreset(name + ("_el" if on else ""), description + (" + the bonus" if on else ""),
                    own + (BONUS_FIELDS if on else ()), _long_tail(name, on), _long_tail_label(title, settings),
-                   shown=own + (("log_end",) if on else ()), scheduled=on)
+                   shown=tuple(f for f in own if f != "drw_from" and (f != "cb_beta" or name == "cb"))
+                   + (("log_end",) if on else ()), scheduled=on)
         for name, title, own, settings, description in (
-            ("cb", "CB", ("cb_beta",), lambda c: f"beta={c.cb_beta:g}",
-             "class-balanced re-weighting by effective number (weights the bonus too)"),
-            ("ldam", "LDAM", ("ldam_margin", "ldam_scale"), lambda c: f"m={c.ldam_margin:g}, s={c.ldam_scale:g}",
-             "LDAM: label-distribution-aware margins"),
+            ("cb", "CB", ("cb_beta", "drw_from"), lambda c: f"beta={c.cb_beta:g}" + _drw(c),
+             "class-balanced re-weighting by effective number (weights the bonus too); drw_from: DRW"),
+            ("ldam", "LDAM", ("ldam_margin", "ldam_scale", "cb_beta", "drw_from"),
+             lambda c: f"m={c.ldam_margin:g}, s={c.ldam_scale:g}" + (f", beta={c.cb_beta:g}" + _drw(c)
+                                                                     if c.drw_from else ""),
+             "LDAM: label-distribution-aware margins; drw_from: LDAM-DRW"),
             ("la", "LA", ("la_tau",), lambda c: f"tau={c.la_tau:g}", "logit adjustment, loss form"),
             ("bsm", "BSM", (), lambda c: "", "balanced softmax"),
         )

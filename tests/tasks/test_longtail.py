@@ -64,3 +64,32 @@ def test_a_long_tailed_grid_reports_many_medium_few(tmp_path, data_root):
     assert set(rows) == {"CE", "LDAM (m=0.5, s=30) + EL (LE=0.75)"} and rows["CE"]["few_acc"] != "n/a"
     assert rows["CE"]["paper"] is None  # MNIST's balanced-data number is not a long-tailed one
     assert notes["train_size"] == sum(long_tail_counts(10, 5421, "exp", 50))  # MNIST's smallest class: 5421
+
+
+def test_class_balanced_sampling_draws_every_class_equally_and_reproducibly():
+    from encouraging.engine.batches import TensorBatches
+
+    y = torch.arange(3).repeat_interleave(torch.tensor([900, 90, 10]))
+    x = torch.arange(1000, dtype=torch.float32).unsqueeze(1)
+    batches = TensorBatches(x, y, 100, train=True, seed=3, class_balanced=True)
+    drawn = torch.cat([yb for _, yb in batches.epoch(0)])
+    assert len(drawn) == 1000 and (torch.bincount(drawn, minlength=3).float() / 1000 - 1 / 3).abs().max() < 0.05
+    assert torch.equal(drawn, torch.cat([yb for _, yb in batches.epoch(0)]))  # the same epoch: the same draws
+    plain = torch.cat([yb for _, yb in TensorBatches(x, y, 100, train=True, seed=3).epoch(0)])
+    assert torch.bincount(plain).tolist() == [900, 90, 10]  # without it: one pass over the examples
+
+
+def test_posthoc_logit_adjustment_predicts_from_adjusted_logits():
+    from encouraging.engine.batches import TensorBatches
+    from encouraging.tasks.longtail import LongTailTask
+
+    task = LongTailTask(apply_overrides(Config(task="longtail"), ["--data.posthoc_tau=1.0"]))
+    task.groups = shot_groups((90, 10), 50, 20)
+    task.posthoc = torch.tensor([0.9, 0.1]).log()
+    logits = torch.tensor([[0.0, -1.0], [0.0, -3.0]])  # class 0 wins raw; with the prior removed, class 1 wins row 0
+    model = torch.nn.Sequential()  # identity: the "features" are the logits
+    batches = TensorBatches(logits, torch.tensor([1, 0]), 2, train=False)
+    metrics = task.evaluate(model, batches)
+    assert metrics["acc"] == 1.0 and metrics["few_acc"] == 1.0  # row 0 -> 1 (−1 + 2.30 > 0 + 0.105), row 1 -> 0
+    task.posthoc = None
+    assert task.evaluate(model, batches)["acc"] == 0.5

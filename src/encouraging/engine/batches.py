@@ -38,12 +38,15 @@ class TensorBatches:
         mean, std: per-channel statistics in [0, 1] pixel units (None: only scale pixels to [0, 1]).
         train: shuffle (if ``shuffle``), augment, and drop the last incomplete global batch; otherwise iterate
             over every example once in order, each rank taking a contiguous shard.
+        class_balanced: (training) draw each epoch's ``N`` examples with replacement, every class equally likely
+            and uniformly within a class (class-balanced sampling, as cRT's second stage uses), instead of a
+            permutation.
     """
 
     def __init__(self, x: Tensor, y: Tensor, batch_size: int, *, train: bool, seed: int = 0, world: World = SINGLE,
                  shuffle: bool = True, augment: str = "none", crop_padding: int = 4, mean=None, std=None,
                  image_size: int = 0, device: torch.device | str = "cpu",
-                 out_device: torch.device | str | None = None) -> None:
+                 out_device: torch.device | str | None = None, class_balanced: bool = False) -> None:
         if augment not in AUGMENTS:
             raise ValueError(f"data.augment must be one of {AUGMENTS}, got {augment!r}")
         if batch_size <= 0:
@@ -54,6 +57,9 @@ class TensorBatches:
         self.y = y.to(self.device)
         self.batch_size = batch_size
         self.train, self.seed, self.world, self.shuffle = train, seed, world, shuffle
+        self.class_balanced = class_balanced
+        # example i is drawn with probability 1 / (C * n_{y_i}): each class 1/C, uniform within it
+        self.sample_weights = (1.0 / torch.bincount(y.cpu())[y.cpu()].double()) if class_balanced else None
         self.augment, self.crop_padding, self.image_size = augment, crop_padding, image_size
         self.images = x.dtype == torch.uint8
         # no mean/std: pixels are only scaled to [0, 1]
@@ -84,7 +90,10 @@ class TensorBatches:
                 yield self._out(self._prepare(self.x[i:j], None), self.y[i:j])
             return
         n, step = len(self.x), self.batch_size * self.world.size
-        if self.shuffle:
+        if self.sample_weights is not None:
+            generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
+            order = torch.multinomial(self.sample_weights, n, replacement=True, generator=generator).to(self.device)
+        elif self.shuffle:
             order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(self.seed, epoch)))
             order = order.to(self.device)
         else:

@@ -126,7 +126,8 @@ class ImageTask(Task):
                                  f"seed {d.val_seed})")
             x_train, y_train = x_train[keep], y_train[keep]
         train = TensorBatches(x_train, y_train, d.batch_size, train=True, seed=self.cfg.train.seed,
-                              shuffle=d.shuffle, augment=d.augment, crop_padding=d.crop_padding, **common)
+                              shuffle=d.shuffle, augment=d.augment, crop_padding=d.crop_padding,
+                              class_balanced=self.class_balanced_sampling(), **common)
         test = TensorBatches(x_test, y_test, d.eval_batch_size, train=False, **common)
         notes.update(train_size=len(x_train), test_size=len(x_test), mean=mean, std=std)
         if d.test_subset:
@@ -138,6 +139,10 @@ class ImageTask(Task):
     def select_train(self, x: Tensor, y: Tensor, num_classes: int, notes: dict) -> tuple[Tensor, Tensor]:
         """The training examples the run uses (all of them; the long-tailed task subsamples here)."""
         return x, y
+
+    def class_balanced_sampling(self) -> bool:
+        """Whether training batches sample classes equally (the long-tailed task's ``data.sampling``)."""
+        return False
 
     def training_step(self, model: nn.Module, batch: Any, criterion: nn.Module) -> Step:
         x, y = batch

@@ -20,9 +20,11 @@ from torch import Tensor, nn
 from ..data.longtail import PROFILES, long_tail_indices
 from ..engine.distributed import all_reduce_sum
 from ..engine.task import MetricSpec, Prepared, register_task
+from ..losses import logit_offsets
 from .image import ImageDataConfig, ImageTask
 
 GROUPS = ("many", "medium", "few")
+SAMPLINGS = ("instance", "class_balanced")
 
 
 @dataclass
@@ -32,6 +34,8 @@ class LongTailDataConfig(ImageDataConfig):
     subset_seed: int = 0  # which examples each class keeps (the same for every loss and run seed)
     many_above: int = 100  # many-shot: more training examples than this (the paper's threshold)
     few_below: int = 20  # few-shot: fewer than this (the paper's threshold)
+    sampling: str = "instance"  # instance | class_balanced (each class equally likely per draw)
+    posthoc_tau: float = 0.0  # post-hoc logit adjustment (Menon et al. 2021): predict from f - tau log(prior)
 
 
 def shot_groups(class_counts: tuple[int, ...], many_above: int = 100, few_below: int = 20) -> dict[str, list[int]]:
@@ -50,6 +54,7 @@ class LongTailTask(ImageTask):
     # no paper column: the paper's long-tailed numbers are iNaturalist's, not those of a balanced dataset's name
     metrics = MetricSpec(extra=("many_acc", "medium_acc", "few_acc", "balanced_acc"), paper="")
     groups: dict[str, list[int]] | None = None  # set by setup()
+    posthoc: Tensor | None = None  # tau log(prior) of the training split, subtracted at evaluation
 
     def check(self) -> list[str]:
         d = self.cfg.data
@@ -58,9 +63,16 @@ class LongTailTask(ImageTask):
             problems.append(f"data.profile must be one of {PROFILES}, got {d.profile!r}")
         if d.imbalance_ratio < 1:
             problems.append(f"data.imbalance_ratio must be >= 1, got {d.imbalance_ratio}")
+        if d.posthoc_tau < 0:
+            problems.append(f"data.posthoc_tau must be >= 0, got {d.posthoc_tau}")
+        if d.sampling not in SAMPLINGS:
+            problems.append(f"data.sampling must be one of {SAMPLINGS}, got {d.sampling!r}")
         if not 0 <= d.few_below <= d.many_above:
             problems.append(f"data.few_below must be in [0, data.many_above], got {d.few_below} and {d.many_above}")
         return problems
+
+    def class_balanced_sampling(self) -> bool:
+        return self.cfg.data.sampling == "class_balanced"
 
     def select_train(self, x: Tensor, y: Tensor, num_classes: int, notes: dict) -> tuple[Tensor, Tensor]:
         d = self.cfg.data
@@ -74,6 +86,8 @@ class LongTailTask(ImageTask):
             raise ValueError("task 'longtail' needs an in-memory dataset (class counts of its training split)")
         d = self.cfg.data
         self.groups = shot_groups(prepared.stats.class_counts, d.many_above, d.few_below)
+        if d.posthoc_tau:
+            self.posthoc = logit_offsets(prepared.stats.class_counts, d.posthoc_tau).to(self.device)
         sizes = ", ".join(f"{g} {len(c)}" for g, c in self.groups.items())
         prepared.notes["groups"] = (f"classes: {sizes} (many: > {d.many_above} training examples, few: < "
                                     f"{d.few_below})")
@@ -81,11 +95,14 @@ class LongTailTask(ImageTask):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, batches: Any) -> dict[str, float]:
-        """Loss and top-1 over all examples; per class the hits, then accuracy per shot group and balanced."""
+        """Loss and top-1 over all examples; per class the hits, then accuracy per shot group and balanced. With
+        ``data.posthoc_tau`` every metric is of the adjusted logits ``f - tau log(prior)``."""
         hits = counts = None
         loss = torch.zeros((), dtype=torch.float64, device=self.device)
         for x, y in batches.epoch(0):
             out = self.logits(model, x)
+            if self.posthoc is not None:
+                out = out - self.posthoc
             c = out.shape[1]
             hits = (hits if hits is not None else torch.zeros(c, dtype=torch.float64, device=self.device)) + \
                 torch.bincount(y[out.argmax(1) == y], minlength=c).double()

@@ -93,3 +93,43 @@ def test_posthoc_logit_adjustment_predicts_from_adjusted_logits():
     assert metrics["acc"] == 1.0 and metrics["few_acc"] == 1.0  # row 0 -> 1 (−1 + 2.30 > 0 + 0.105), row 1 -> 0
     task.posthoc = None
     assert task.evaluate(model, batches)["acc"] == 0.5
+
+
+def test_crt_retrains_only_the_classifier_of_its_stage1_run(tmp_path):
+    import numpy as np
+
+    from encouraging.engine.checkpoint import load_checkpoint
+    from encouraging.experiment import run, run_dir_for
+    from encouraging.experiment.runner import ConfigError
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "feats"
+    data.mkdir()
+    y = np.repeat([0, 1, 2], [300, 100, 60])
+    np.save(data / "x_train.npy", (rng.normal(size=(460, 6)) + y[:, None]).astype(np.float32))
+    np.save(data / "y_train.npy", y)
+    np.save(data / "x_test.npy", (rng.normal(size=(90, 6)) + np.repeat([0, 1, 2], 30)[:, None]).astype(np.float32))
+    np.save(data / "y_test.npy", np.repeat([0, 1, 2], 30))
+    common = ["--name=crt", f"--data.dataset={data}", "--data.imbalance_ratio=5", "--data.batch_size=32",
+              "--data.many_above=50", "--data.few_below=20", "--model.name=mlp", "--model.kwargs={hidden: [16]}",
+              "--optim.name=sgd", "--optim.lr=0.1", "--train.epochs=2", "--train.threads=1"]
+    stage1 = apply_overrides(Config(task="longtail"), common)
+    db = tmp_path / "r.db"
+    run(stage1, out_dir=tmp_path / "runs", db=db, quiet=True)
+    first = run_dir_for(stage1, tmp_path / "runs")
+    stage2 = apply_overrides(Config(task="longtail"), [*common, f"--model.stage1={first}",
+                                                       "--data.sampling=class_balanced"])
+    run(stage2, out_dir=tmp_path / "runs", db=db, quiet=True)
+    before = load_checkpoint(first / "checkpoint.pt", map_location="cpu")["model"]
+    after = load_checkpoint(run_dir_for(stage2, tmp_path / "runs") / "checkpoint.pt", map_location="cpu")["model"]
+    head = [k for k in before if k.startswith(sorted(before)[-1].rsplit(".", 1)[0])]  # the last layer's tensors
+    assert head and all(not torch.equal(before[k], after[k]) for k in head)  # re-initialised and trained
+    assert all(torch.equal(before[k], after[k]) for k in before if k not in head)  # the backbone, bit-identical
+    runs = {r["run_dir"]: r for r in ResultsStore(db).runs()}
+    assert len(runs) == 2 and runs[str(run_dir_for(stage2, tmp_path / "runs"))]["config"]["notes"]["stage1"] == \
+        str(first)  # the stage-2 run points at its stage-1 run, both in the database
+    with pytest.raises(ConfigError, match="no stage-1 run at"):
+        run(apply_overrides(stage2, [f"--model.stage1={tmp_path / 'missing'}"]), out_dir=tmp_path / "x", db=None,
+            quiet=True)
+    with pytest.raises(ConfigError, match="class-balanced sampling"):
+        run(apply_overrides(stage2, ["--data.sampling=instance"]), out_dir=tmp_path / "x", db=None, quiet=True)

@@ -161,6 +161,11 @@ class Task:
         """Problems with ``self.cfg`` this task can see before any data is loaded (one message each)."""
         return []
 
+    def train_mode(self, model: nn.Module) -> None:
+        """Put ``model`` in training mode at the start of each training epoch (a task that freezes part of the
+        model, as cRT's second stage does, keeps that part in eval mode)."""
+        model.train()
+
     def autocast(self) -> AbstractContextManager:
         """The forward pass's autocast context (bf16 on CUDA unless ``train.amp=fp32``; nothing on the CPU)."""
         return autocast(self.device, self.amp)

@@ -145,7 +145,7 @@ class Trainer:
         return final_metrics(self.history, self.spec, has_val=self.prepared.val is not None)
 
     def train_epoch(self, epoch: int, advance: Callable[[], None] = lambda: None) -> dict[str, float]:
-        self.model.train()
+        self.task.train_mode(self.model)
         clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else math.inf
         # One float64 vector per epoch: loss x count, count, grad norm, steps, then the task's sums. Few kernels and
         # no host sync per step: a small model's step is bound by kernel launches on a GPU.

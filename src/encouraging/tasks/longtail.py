@@ -11,6 +11,7 @@ medium otherwise; ``balanced_acc`` is the mean per-class accuracy.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,9 +19,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.longtail import PROFILES, long_tail_indices
+from ..engine.checkpoint import load_checkpoint
+from ..engine.config import ModelConfig, load_config
 from ..engine.distributed import all_reduce_sum
 from ..engine.task import MetricSpec, Prepared, register_task
 from ..losses import logit_offsets
+from ..models import get_classifier, reset_classifier, unwrap_model
 from .image import ImageDataConfig, ImageTask
 
 GROUPS = ("many", "medium", "few")
@@ -38,6 +42,18 @@ class LongTailDataConfig(ImageDataConfig):
     posthoc_tau: float = 0.0  # post-hoc logit adjustment (Menon et al. 2021): predict from f - tau log(prior)
 
 
+@dataclass
+class LongTailModelConfig(ModelConfig):
+    stage1: str = ""  # cRT's second stage: the stage-1 run directory whose trained model is frozen (empty: none)
+
+
+def _stage1_files(path: str) -> tuple[Path, Path]:
+    """``(config.yaml, checkpoint.pt)`` of a stage-1 run directory (or of the run holding a checkpoint file)."""
+    given = Path(path)
+    run_dir = given if given.is_dir() else given.parent
+    return run_dir / "config.yaml", given if given.is_file() else run_dir / "checkpoint.pt"
+
+
 def shot_groups(class_counts: tuple[int, ...], many_above: int = 100, few_below: int = 20) -> dict[str, list[int]]:
     """Classes per group: ``many`` (count > many_above), ``few`` (count < few_below), ``medium`` the rest."""
     groups: dict[str, list[int]] = {g: [] for g in GROUPS}
@@ -51,10 +67,12 @@ class LongTailTask(ImageTask):
     name = "longtail"
     description = "long-tailed image classification (exp / step profiles; many / medium / few-shot accuracy)"
     data_config = LongTailDataConfig
+    model_config = LongTailModelConfig
     # no paper column: the paper's long-tailed numbers are iNaturalist's, not those of a balanced dataset's name
     metrics = MetricSpec(extra=("many_acc", "medium_acc", "few_acc", "balanced_acc"), paper="")
     groups: dict[str, list[int]] | None = None  # set by setup()
     posthoc: Tensor | None = None  # tau log(prior) of the training split, subtracted at evaluation
+    frozen: bool = False  # cRT's second stage: only the classifier trains
 
     def check(self) -> list[str]:
         d = self.cfg.data
@@ -67,6 +85,14 @@ class LongTailTask(ImageTask):
             problems.append(f"data.posthoc_tau must be >= 0, got {d.posthoc_tau}")
         if d.sampling not in SAMPLINGS:
             problems.append(f"data.sampling must be one of {SAMPLINGS}, got {d.sampling!r}")
+        if self.cfg.model.stage1:
+            config, checkpoint = _stage1_files(self.cfg.model.stage1)
+            if not (config.is_file() and checkpoint.is_file()):
+                problems.append(f"model.stage1: no stage-1 run at {self.cfg.model.stage1} (needs {config.name} and "
+                                f"{checkpoint.name}); train stage 1 first")
+            if d.sampling != "class_balanced":
+                problems.append("model.stage1 (cRT) re-trains the classifier with class-balanced sampling: set "
+                                "data.sampling=class_balanced")
         if not 0 <= d.few_below <= d.many_above:
             problems.append(f"data.few_below must be in [0, data.many_above], got {d.few_below} and {d.many_above}")
         return problems
@@ -91,7 +117,34 @@ class LongTailTask(ImageTask):
         sizes = ", ".join(f"{g} {len(c)}" for g, c in self.groups.items())
         prepared.notes["groups"] = (f"classes: {sizes} (many: > {d.many_above} training examples, few: < "
                                     f"{d.few_below})")
+        if self.cfg.model.stage1:
+            self._load_stage1(prepared)
         return prepared
+
+    def _load_stage1(self, prepared: Prepared) -> None:
+        """cRT (Kang et al. 2020): the stage-1 model's weights, a fresh classifier, everything else frozen."""
+        config, checkpoint = _stage1_files(self.cfg.model.stage1)
+        first = load_config(config)
+        if first.model.name != self.cfg.model.name or first.data.dataset != self.cfg.data.dataset:
+            raise ValueError(f"model.stage1: {config.parent} trained {first.model.name!r} on "
+                             f"{first.data.dataset!r}, this run has {self.cfg.model.name!r} on "
+                             f"{self.cfg.data.dataset!r}")
+        model = prepared.model
+        model.load_state_dict(load_checkpoint(checkpoint, map_location="cpu")["model"])
+        reset_classifier(model)
+        head = get_classifier(model)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in head.parameters():
+            p.requires_grad_(True)
+        self.frozen = True
+        prepared.notes["stage1"] = str(config.parent)
+
+    def train_mode(self, model: nn.Module) -> None:
+        if not self.frozen:
+            return super().train_mode(model)
+        model.eval()  # the frozen backbone's BatchNorm statistics and dropout stay as stage 1 left them
+        get_classifier(unwrap_model(model)).train()
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, batches: Any) -> dict[str, float]:

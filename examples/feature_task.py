@@ -17,13 +17,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from encouraging.engine.batches import TensorBatches
-from encouraging.engine.classification import classification_step
+from encouraging.engine.classification import class_totals, classification_step
 from encouraging.engine.config import ModelConfig
-from encouraging.engine.distributed import all_reduce_sum
 from encouraging.engine.task import DataStats, MetricSpec, Prepared, Step, Task, class_counts, holdout, register_task
 from encouraging.models import create_model
 
@@ -112,20 +110,12 @@ class FeatureTask(Task):
         log_end = float(getattr(criterion, "log_end", self.cfg.loss.log_end))
         return classification_step(self.logits(model, x), y, criterion, log_end=log_end)
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module, batches: Any) -> dict[str, float]:
-        # engine.classification.classification_eval returns loss and acc alone; balanced accuracy needs per-class
-        # counts, so one pass sums the loss and, per class, misses (bins 0..k-1) and hits (bins k..2k-1).
-        k = self.num_classes
-        sums = torch.zeros(2 * k + 1, dtype=torch.float64, device=self.device)
-        for x, y in batches.epoch(0):
-            out = self.logits(model, x)
-            sums[0] += F.cross_entropy(out, y, reduction="sum")
-            sums[1:] += torch.bincount(y + k * (out.argmax(1) == y), minlength=2 * k)
-        loss, misses, hits = all_reduce_sum(sums, self.world).split([1, k, k])  # over every rank's shard
-        counts = misses + hits
+        # one pass: the summed loss and, per class, the hits and the examples (over every rank's shard)
+        loss, hits, counts = class_totals(lambda x: self.logits(model, x), batches, self.num_classes,
+                                          device=self.device, world=self.world)
         seen = counts > 0  # a class absent from the split has no recall to average
-        return {"loss": float(loss / counts.sum()), "acc": float(hits.sum() / counts.sum()),
+        return {"loss": loss / float(counts.sum()), "acc": float(hits.sum() / counts.sum()),
                 "balanced_acc": float((hits[seen] / counts[seen]).mean())}
 
 

@@ -84,7 +84,7 @@ def test_posthoc_logit_adjustment_predicts_from_adjusted_logits():
     from encouraging.tasks.longtail import LongTailTask
 
     task = LongTailTask(apply_overrides(Config(task="longtail"), ["--data.posthoc_tau=1.0"]))
-    task.groups = shot_groups((90, 10), 50, 20)
+    task.groups, task.num_classes = shot_groups((90, 10), 50, 20), 2
     task.posthoc = torch.tensor([0.9, 0.1]).log()
     logits = torch.tensor([[0.0, -1.0], [0.0, -3.0]])  # class 0 wins raw; with the prior removed, class 1 wins row 0
     model = torch.nn.Sequential()  # identity: the "features" are the logits

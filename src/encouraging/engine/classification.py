@@ -40,15 +40,25 @@ def classification_step(logits: Tensor, target: Tensor, criterion: nn.Module, *,
 
 
 @torch.no_grad()
-def classification_eval(logits: Callable[[object], Tensor], batches: Batches, *, device: torch.device,
-                        world: World = SINGLE) -> dict[str, float]:
-    """Cross-entropy (``loss``) and top-1 accuracy (``acc``) over every ``(inputs, target)`` batch of ``batches``
-    (this rank's shard, summed over ``world``); ``logits(inputs)`` is the model's forward."""
-    sums = torch.zeros(3, dtype=torch.float64, device=device)
-    one = torch.ones((), dtype=torch.float64, device=device)
+def class_totals(logits: Callable[[object], Tensor], batches: Batches, num_classes: int, *, device: torch.device,
+                 world: World = SINGLE) -> tuple[float, Tensor, Tensor]:
+    """Over every ``(inputs, target)`` batch of ``batches`` (this rank's shard, summed over ``world``): the summed
+    cross-entropy, and per class the correct predictions and the examples, ``(loss_sum, hits, counts)`` with
+    ``hits``, ``counts`` float64 ``(C,)``; ``logits(inputs)`` is the model's forward."""
+    k = num_classes
+    sums = torch.zeros(2 * k + 1, dtype=torch.float64, device=device)  # loss, then misses (0..k-1), hits (k..2k-1)
     for x, y in batches.epoch(0):
         out = logits(x)
-        sums += torch.stack([F.cross_entropy(out, y, reduction="sum").double(), (out.argmax(1) == y).double().sum(),
-                             one * y.numel()])
-    loss, correct, count = all_reduce_sum(sums, world).tolist()
-    return {"loss": loss / count, "acc": correct / count}
+        sums[0] += F.cross_entropy(out, y, reduction="sum")
+        sums[1:] += torch.bincount(y + k * (out.argmax(1) == y), minlength=2 * k)
+    loss, misses, hits = all_reduce_sum(sums, world).split([1, k, k])
+    return float(loss), hits, misses + hits
+
+
+def classification_eval(logits: Callable[[object], Tensor], batches: Batches, num_classes: int, *,
+                        device: torch.device, world: World = SINGLE) -> dict[str, float]:
+    """Cross-entropy (``loss``) and top-1 accuracy (``acc``) over every example of ``batches``
+    (:func:`class_totals`)."""
+    loss, hits, counts = class_totals(logits, batches, num_classes, device=device, world=world)
+    n = float(counts.sum())
+    return {"loss": loss / n, "acc": float(hits.sum()) / n}

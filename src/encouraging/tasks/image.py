@@ -61,6 +61,7 @@ class ImageTask(Task):
     description = "image classification (torchvision datasets, array folders, image folders)"
     data_config = ImageDataConfig
     perturb: Any = None  # train.adversarial's attack, built by setup()
+    num_classes: int = 0  # set by setup()
 
     def check(self) -> list[str]:
         d, adv = self.cfg.data, self.cfg.train.adversarial
@@ -82,6 +83,7 @@ class ImageTask(Task):
         data = load_image_dataset(d.dataset, root=d.root, download=d.download, test_set=d.test_set,
                                   image_size=d.image_size or None)
         info = data.info
+        self.num_classes = info.num_classes
         size = d.image_size or (info.height_width[0] if info.height_width else 0)
         model = create_model(self.cfg.model.name, num_classes=info.num_classes, in_channels=info.channels,
                              image_size=size or None, **self.cfg.model.kwargs)
@@ -95,11 +97,16 @@ class ImageTask(Task):
         d, world, device = self.cfg.data, self.world, self.device
         plain = copy.copy(data.train)
         plain.transform = data.test.transform  # the training images through the test-time transform
-        train_set, val_set = data.train, None
         targets = torch.as_tensor(data.train.targets)
+        used = self.select_train(targets, data.info.num_classes, notes)
+        val_set = None
         if d.val_fraction > 0:
-            keep, held = holdout(len(data.train), d.val_fraction, d.val_seed)
-            train_set, val_set, targets = Subset(data.train, keep), Subset(plain, held), targets[keep]
+            base = used if used is not None else torch.arange(len(targets))
+            keep, held = holdout(len(base), d.val_fraction, d.val_seed)
+            used, val_set = base[keep], Subset(plain, base[held].tolist())
+        train_set = data.train if used is None else Subset(data.train, used.tolist())
+        train_plain = plain if used is None else Subset(plain, used.tolist())
+        targets = targets if used is None else targets[used]
         train = LoaderBatches(train_set, d.batch_size, train=True, seed=self.cfg.train.seed, world=world,
                               num_workers=d.num_workers, device=device)
         loader = dict(train=False, world=world, num_workers=d.num_workers, device=device)
@@ -107,12 +114,14 @@ class ImageTask(Task):
         return Prepared(model, train, LoaderBatches(data.test, d.eval_batch_size, **loader),
                         DataStats(data.info.num_classes, class_counts(targets, data.info.num_classes)),
                         val=LoaderBatches(val_set, d.eval_batch_size, **loader) if val_set is not None else None,
-                        train_eval=LoaderBatches(plain, d.eval_batch_size, **loader), notes=notes)
+                        train_eval=LoaderBatches(train_plain, d.eval_batch_size, **loader), notes=notes)
 
     def _tensors(self, data: Any, model: nn.Module, notes: dict) -> Prepared:
         d, info = self.cfg.data, data.info
-        x_train, y_train = self.select_train(*_subset(data.x_train, data.y_train, d.train_subset), info.num_classes,
-                                             notes)
+        x_train, y_train = _subset(data.x_train, data.y_train, d.train_subset)
+        used = self.select_train(y_train, info.num_classes, notes)
+        if used is not None:
+            x_train, y_train = x_train[used], y_train[used]
         x_test, y_test = _subset(data.x_test, data.y_test, d.test_subset)
         storage = self.device if d.in_memory else torch.device("cpu")
         mean, std = (info.mean, info.std) if d.normalize else (None, None)
@@ -136,9 +145,10 @@ class ImageTask(Task):
         stats = DataStats(info.num_classes, class_counts(y_train, info.num_classes))
         return Prepared(model, train, test, stats, val=val, train_eval=train_eval, notes=notes)
 
-    def select_train(self, x: Tensor, y: Tensor, num_classes: int, notes: dict) -> tuple[Tensor, Tensor]:
-        """The training examples the run uses (all of them; the long-tailed task subsamples here)."""
-        return x, y
+    def select_train(self, labels: Tensor, num_classes: int, notes: dict) -> Tensor | None:
+        """Indices of the training examples the run uses, for tensors and folders alike (None: all of them; the
+        long-tailed task subsamples here)."""
+        return None
 
     def class_balanced_sampling(self) -> bool:
         """Whether training batches sample classes equally (the long-tailed task's ``data.sampling``)."""
@@ -152,4 +162,5 @@ class ImageTask(Task):
         return classification_step(self.logits(model, x), y, criterion, log_end=log_end)
 
     def evaluate(self, model: nn.Module, batches: Any) -> dict[str, float]:
-        return classification_eval(lambda x: self.logits(model, x), batches, device=self.device, world=self.world)
+        return classification_eval(lambda x: self.logits(model, x), batches, self.num_classes, device=self.device,
+                                   world=self.world)

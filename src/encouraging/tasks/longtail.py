@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.longtail import PROFILES, long_tail_indices
 from ..engine.checkpoint import load_checkpoint
+from ..engine.classification import class_totals
 from ..engine.config import ModelConfig, load_config
-from ..engine.distributed import all_reduce_sum
 from ..engine.task import MetricSpec, Prepared, register_task
 from ..losses import logit_offsets
 from ..models import get_classifier, reset_classifier, unwrap_model
@@ -100,16 +99,15 @@ class LongTailTask(ImageTask):
     def class_balanced_sampling(self) -> bool:
         return self.cfg.data.sampling == "class_balanced"
 
-    def select_train(self, x: Tensor, y: Tensor, num_classes: int, notes: dict) -> tuple[Tensor, Tensor]:
+    def select_train(self, labels: Tensor, num_classes: int, notes: dict) -> Tensor:
         d = self.cfg.data
-        keep = long_tail_indices(y, num_classes, d.profile, d.imbalance_ratio, d.subset_seed)
-        notes["long_tail"] = f"{d.profile} profile, ratio {d.imbalance_ratio:g}: {len(keep)} of {len(y)} examples"
-        return x[keep], y[keep]
+        keep = long_tail_indices(labels, num_classes, d.profile, d.imbalance_ratio, d.subset_seed)
+        notes["long_tail"] = (f"{d.profile} profile, ratio {d.imbalance_ratio:g}: {len(keep)} of {len(labels)} "
+                              "examples")
+        return keep
 
     def setup(self) -> Prepared:
         prepared = super().setup()
-        if prepared.stats.class_counts is None:
-            raise ValueError("task 'longtail' needs an in-memory dataset (class counts of its training split)")
         d = self.cfg.data
         self.groups = shot_groups(prepared.stats.class_counts, d.many_above, d.few_below)
         if d.posthoc_tau:
@@ -146,29 +144,17 @@ class LongTailTask(ImageTask):
         model.eval()  # the frozen backbone's BatchNorm statistics and dropout stay as stage 1 left them
         get_classifier(unwrap_model(model)).train()
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module, batches: Any) -> dict[str, float]:
-        """Loss and top-1 over all examples; per class the hits, then accuracy per shot group and balanced. With
-        ``data.posthoc_tau`` every metric is of the adjusted logits ``f - tau log(prior)``."""
-        hits = counts = None
-        loss = torch.zeros((), dtype=torch.float64, device=self.device)
-        for x, y in batches.epoch(0):
+        """Loss and top-1 over all examples, accuracy per shot group and balanced (the mean over the classes
+        present). With ``data.posthoc_tau`` every metric is of the adjusted logits ``f - tau log(prior)``."""
+
+        def logits(x: Tensor) -> Tensor:
             out = self.logits(model, x)
-            if self.posthoc is not None:
-                out = out - self.posthoc
-            c = out.shape[1]
-            hits = (hits if hits is not None else torch.zeros(c, dtype=torch.float64, device=self.device)) + \
-                torch.bincount(y[out.argmax(1) == y], minlength=c).double()
-            counts = (counts if counts is not None else torch.zeros(c, dtype=torch.float64, device=self.device)) \
-                + torch.bincount(y, minlength=c).double()
-            loss += F.cross_entropy(out, y, reduction="sum").double()
-        if hits is None:
-            raise ValueError("evaluation split has no batches")
-        totals = all_reduce_sum(torch.cat([loss.view(1), hits, counts]), self.world)
-        loss_sum, hits, counts = totals[0], totals[1:1 + len(hits)], totals[1 + len(hits):]
-        per_class = hits / counts.clamp(min=1)
-        present = counts > 0
-        out = {"loss": float(loss_sum / counts.sum()), "acc": float(hits.sum() / counts.sum()),
+            return out if self.posthoc is None else out - self.posthoc
+
+        loss, hits, counts = class_totals(logits, batches, self.num_classes, device=self.device, world=self.world)
+        per_class, present = hits / counts.clamp(min=1), counts > 0
+        out = {"loss": loss / float(counts.sum()), "acc": float(hits.sum() / counts.sum()),
                "balanced_acc": float(per_class[present].mean())}
         for group, classes in (self.groups or {}).items():
             idx = torch.tensor([c for c in classes if present[c]], dtype=torch.long, device=self.device)

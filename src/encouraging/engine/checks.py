@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .config import Config
+from .runtime import AMP_MODES
 
 # (dotted field, test, what it must be)
 _RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
@@ -27,7 +28,7 @@ _RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("train.epochs", lambda v: v >= 1, ">= 1"),
     ("train.threads", lambda v: v >= 0, ">= 0 (0 = torch's default)"),
     ("train.patience", lambda v: v >= 0, ">= 0 (0 = no early stopping)"),
-    ("train.amp", lambda v: v in ("auto", "bf16", "fp32"), "one of auto, bf16, fp32"),
+    ("train.amp", lambda v: v in AMP_MODES, f"one of {AMP_MODES}"),
     ("train.on_diverge", lambda v: v in ("stop", "continue"), "one of stop, continue"),
     ("train.adversarial.eps", lambda v: v >= 0, ">= 0"),
     ("train.adversarial.alpha", lambda v: v >= 0, ">= 0"),

@@ -24,10 +24,13 @@ def select_device(name: str = "auto") -> torch.device:
     return device
 
 
+AMP_MODES = ("auto", "bf16", "fp32")
+
+
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """bf16 autocast on CUDA by default (``auto``), on any device with ``bf16``, never with ``fp32``."""
-    if amp not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"train.amp must be one of ('auto', 'bf16', 'fp32'), got {amp!r}")
+    if amp not in AMP_MODES:
+        raise ValueError(f"train.amp must be one of {AMP_MODES}, got {amp!r}")
     if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return None

@@ -49,6 +49,11 @@ def run(cfg: Config, *, out_dir: str | Path = "runs", db: str | Path | None = "r
     load_plugins()
     cfg = dataclasses.replace(cfg, loss=canonical(cfg.loss))
     check_configs([cfg])
+    return _launch(cfg, out_dir, db, resume, quiet, position)
+
+
+def _launch(cfg: Config, out_dir: str | Path, db, resume: bool, quiet: bool, position: str) -> dict[str, Any] | None:
+    """Run a checked, canonical config on its device (and process group)."""
     set_threads(cfg.train.threads)
     device = select_device(cfg.train.device)
     world = init_world(device)
@@ -134,7 +139,8 @@ def _train(cfg: Config, task, prepared, run_dir: Path, store, run_id: str, world
     return final
 
 
-def grid(cfg: Config, losses: list[str], seeds: list[int], **kwargs: Any) -> list[tuple[Config, Any]]:
+def grid(cfg: Config, losses: list[str], seeds: list[int], *, out_dir: str | Path = "runs",
+         db: str | Path | None = "results.db", resume: bool = True, quiet: bool = False) -> list[tuple[Config, Any]]:
     """Run every (loss, seed) of a recipe: the same data, model and budget for each loss.
 
     Every loss spec and every config is checked before the first run starts: one :class:`ConfigError` lists all
@@ -153,14 +159,15 @@ def grid(cfg: Config, losses: list[str], seeds: list[int], **kwargs: Any) -> lis
                     for seed in seeds]
     if not losses:
         problems.append("the grid needs at least one loss")
-    check_configs(configs, problems)
+    # the seed is the only field a loss's runs differ in, and nothing checks it: one config per loss is checked
+    check_configs(configs[::len(seeds)] if seeds else [], problems)
     results, start, ran = [], time.perf_counter(), 0
     for i, one in enumerate(configs):
         position = f"run {i + 1}/{len(configs)}"
         if ran:
             per_run = (time.perf_counter() - start) / ran
             position += f" (about {_duration(per_run * (len(configs) - i))} left in the grid)"
-        final = run(one, position=position, **kwargs)
+        final = _launch(one, out_dir, db, resume, quiet, position)  # checked above, with the whole grid
         ran += final is not None
         if final is None and not ran:  # skipped runs do not count towards the estimate
             start = time.perf_counter()

@@ -31,6 +31,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -195,7 +196,7 @@ class Group:
     def test_notes(self) -> list[str]:
         return sorted({r["test_note"] for row in self.rows for r in row.runs if r.get("test_note")})
 
-    @property
+    @cached_property
     def columns(self) -> list[str]:
         """The columns shown: ``selected`` only when some run selected on a validation split."""
         on_val = any(r["final"].get("selection") == "val" for row in self.rows for r in row.runs)

@@ -62,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--analyze", action="store_true", help="also run `analyze` on every finished run "
                          "(into <report or out>/analysis; the report then has an analyses section)")
 
-    analyze = sub.add_parser("analyze", help="margins, energies, gradients and probes of trained runs")
+    analyze = sub.add_parser("analyze", help="margins, energies, gradients, probes and per-class accuracy of "
+                             "trained runs")
     analyze.add_argument("runs", nargs="+", help="run directories or checkpoint.pt files, or a results database "
                          "(every finished run in it)")
     analyze.add_argument("--out", required=True, help="output folder (analysis.md and PNG figures)")
@@ -70,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--recipe", default=None, help="with a database: only this recipe's runs")
     analyze.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     analyze.add_argument("--data-root", default=None, help="data root (default: the run's, $ENCOURAGING_DATA)")
-    analyze.add_argument("--kinds", default="margins,energy,gradient,probe", help="analyses to run")
+    analyze.add_argument("--kinds", default="margins,energy,gradient,probe,per_class",
+                         help="analyses to run (default: all; per_class alone is one pass over the test set)")
     analyze.add_argument("--max-examples", type=int, default=None, help="first N examples of each split")
     analyze.add_argument("--grad-examples", type=int, default=512,
                          help="training examples that get per-example parameter gradients (default 512)")

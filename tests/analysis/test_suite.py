@@ -35,8 +35,13 @@ def test_outputs_features_reproduce_the_logits(trained_runs):
 
 def test_analyze_run_rows(trained_runs):
     rows = analyze_run(load_run(trained_runs["CE"], device="cpu"), FAST)
-    assert set(rows) == {"margins", "energy", "gradient", "probe"}
+    assert set(rows) == {"margins", "energy", "gradient", "probe", "per_class"}
     metrics = run_metrics(rows)
+    per_class = rows["per_class"]  # the model's test accuracy, split by class
+    model_acc = next(r for r in rows["probe"] if r["method"] == "model")["test_acc"]
+    assert sum(r["test_acc"] * r["test_count"] for r in per_class) / sum(r["test_count"] for r in per_class) == \
+        pytest.approx(model_acc)
+    assert metrics["worst_class_acc"] == min(r["test_acc"] for r in per_class)
     assert 0.0 <= metrics["frac_negative_test"] <= 1.0
     model_acc = next(r for r in rows["probe"] if r["method"] == "model")
     assert metrics["frac_negative_test"] == pytest.approx(1 - model_acc["test_acc"], abs=0.01)  # ties aside
@@ -55,7 +60,7 @@ def test_analyze_stores_rows_and_writes_the_document(trained_runs, tmp_path):
     text = path.read_text()
     assert "Summary per loss" in text and "Differences from CE" in text and "EL (LE=1) − CE" in text
     for name in ("analysis_margins_test.png", "analysis_energy_class.png", "analysis_gradients.png",
-                 "loss_shapes.png", "log_end.png"):
+                 "analysis_per_class.png", "loss_shapes.png", "log_end.png"):
         assert (tmp_path / "out" / name).stat().st_size > 5000
     store = ResultsStore(db)
     for kind in ("margins", "energy", "gradient", "probe"):
@@ -85,6 +90,15 @@ def test_cli_analyze_a_database(trained_runs, tmp_path, capsys):
     assert len({r["run_id"] for r in ResultsStore(db).rows("energy")}) == 2
     assert main(["analyze", str(db), "--recipe", "other", "--out", str(tmp_path / "x")]) == 2
     assert "no finished runs" in capsys.readouterr().err
+
+
+def test_the_per_class_figure_bins_many_classes_by_log_frequency():
+    from encouraging.analysis.render import PER_CLASS_BINS, _frequency_bins
+
+    assert PER_CLASS_BINS == 12
+    points = [(n, acc, str(n)) for n, acc in ((1, 0.0), (1, 1.0), (4096, 0.5), (4096, 0.7))]
+    # log 4096 / 12 per bin: the counts of 1 fall in the first bin, those of 4096 in the last
+    assert _frequency_bins(points) == [(1.0, 0.5), (pytest.approx(4096.0), pytest.approx(0.6))]
 
 
 def test_loss_shape_rows_are_the_library_loss():

@@ -95,12 +95,10 @@ def test_posthoc_logit_adjustment_predicts_from_adjusted_logits():
     assert task.evaluate(model, batches)["acc"] == 0.5
 
 
-def test_crt_retrains_only_the_classifier_of_its_stage1_run(tmp_path):
+@pytest.fixture
+def features(tmp_path):
+    """A 3-class array folder (460 training rows, 90 test rows) and the overrides of a 2-epoch long-tailed MLP."""
     import numpy as np
-
-    from encouraging.engine.checkpoint import load_checkpoint
-    from encouraging.experiment import run, run_dir_for
-    from encouraging.experiment.runner import ConfigError
 
     rng = np.random.default_rng(0)
     data = tmp_path / "feats"
@@ -110,14 +108,21 @@ def test_crt_retrains_only_the_classifier_of_its_stage1_run(tmp_path):
     np.save(data / "y_train.npy", y)
     np.save(data / "x_test.npy", (rng.normal(size=(90, 6)) + np.repeat([0, 1, 2], 30)[:, None]).astype(np.float32))
     np.save(data / "y_test.npy", np.repeat([0, 1, 2], 30))
-    common = ["--name=crt", f"--data.dataset={data}", "--data.imbalance_ratio=5", "--data.batch_size=32",
-              "--data.many_above=50", "--data.few_below=20", "--model.name=mlp", "--model.kwargs={hidden: [16]}",
-              "--optim.name=sgd", "--optim.lr=0.1", "--train.epochs=2", "--train.threads=1"]
-    stage1 = apply_overrides(Config(task="longtail"), common)
+    return ["--name=crt", f"--data.dataset={data}", "--data.imbalance_ratio=5", "--data.batch_size=32",
+            "--data.many_above=50", "--data.few_below=20", "--model.name=mlp", "--model.kwargs={hidden: [16]}",
+            "--optim.name=sgd", "--optim.lr=0.1", "--train.epochs=2", "--train.threads=1"]
+
+
+def test_crt_retrains_only_the_classifier_of_its_stage1_run(tmp_path, features):
+    from encouraging.engine.checkpoint import load_checkpoint
+    from encouraging.experiment import run, run_dir_for
+    from encouraging.experiment.runner import ConfigError
+
+    stage1 = apply_overrides(Config(task="longtail"), features)
     db = tmp_path / "r.db"
     run(stage1, out_dir=tmp_path / "runs", db=db, quiet=True)
     first = run_dir_for(stage1, tmp_path / "runs")
-    stage2 = apply_overrides(Config(task="longtail"), [*common, f"--model.stage1={first}",
+    stage2 = apply_overrides(Config(task="longtail"), [*features, f"--model.stage1={first}",
                                                        "--data.sampling=class_balanced"])
     run(stage2, out_dir=tmp_path / "runs", db=db, quiet=True)
     before = load_checkpoint(first / "checkpoint.pt", map_location="cpu")["model"]
@@ -133,3 +138,66 @@ def test_crt_retrains_only_the_classifier_of_its_stage1_run(tmp_path):
             quiet=True)
     with pytest.raises(ConfigError, match="class-balanced sampling"):
         run(apply_overrides(stage2, ["--data.sampling=instance"]), out_dir=tmp_path / "x", db=None, quiet=True)
+    with pytest.raises(ConfigError, match=r"has data.imbalance_ratio=5.0, this run 10.0"):
+        run(apply_overrides(stage2, ["--data.imbalance_ratio=10"]), out_dir=tmp_path / "x", db=None, quiet=True)
+
+
+def _recipe(path, overrides):
+    """Write the config of ``overrides`` as a recipe file."""
+    from encouraging.engine.config import save_config
+
+    save_config(apply_overrides(Config(task="longtail"), overrides), path)
+    return path
+
+
+def test_a_crt_grid_trains_each_losss_stage1_per_seed_first(tmp_path, features):
+    from encouraging.experiment import load_run, run_dir_for, run_id_for
+
+    first = _recipe(tmp_path / "stage1.yaml", features)
+    stage2 = apply_overrides(Config(task="longtail"), [*features, "--name=crt2", f"--model.stage1={first}",
+                                                       "--data.sampling=class_balanced", "--train.epochs=1"])
+    db = tmp_path / "r.db"
+    done = grid(stage2, ["ce", "el"], [0, 1], out_dir=tmp_path / "runs", db=db, quiet=True)
+    assert [(c.name, c.loss.name, c.train.seed) for c, _ in done] == [
+        ("crt", "ce", 0), ("crt2", "ce", 0), ("crt", "ce", 1), ("crt2", "ce", 1),
+        ("crt", "el", 0), ("crt2", "el", 0), ("crt", "el", 1), ("crt2", "el", 1)]
+    runs = {r["run_id"]: r for r in ResultsStore(db).runs()}
+    assert len(runs) == 8 and all(r["status"] == "finished" for r in runs.values())
+    for (stage1, _), (cfg, _) in zip(done[0::2], done[1::2], strict=True):  # each stage 2: its own loss and seed's
+        assert runs[run_id_for(cfg)]["config"]["notes"]["upstream"] == {"stage1": {
+            "run_id": run_id_for(stage1), "run_dir": str(run_dir_for(stage1, tmp_path / "runs"))}}
+        assert stage1.loss == cfg.loss and stage1.train.seed == cfg.train.seed and stage1.train.epochs == 2
+    loaded = load_run(run_dir_for(done[-1][0], tmp_path / "runs"), device="cpu")  # finds its stage 1 again
+    assert loaded.task.frozen and loaded.epochs_trained == 1
+    again = grid(stage2, ["ce", "el"], [0, 1], out_dir=tmp_path / "runs", db=db, quiet=True)
+    assert all(final is None for _, final in again)  # all 8 finished: nothing trains twice
+
+
+def test_crt_refuses_a_diverged_or_unfinished_stage1_run(tmp_path, features):
+    from encouraging.experiment import run
+    from encouraging.experiment.runner import ConfigError, _upstream_dirs
+
+    first = _recipe(tmp_path / "stage1.yaml", [*features, "--optim.lr=1e30", "--optim.momentum=0"])
+    stage2 = apply_overrides(Config(task="longtail"), [*features, "--name=crt2", f"--model.stage1={first}",
+                                                       "--data.sampling=class_balanced", "--optim.lr=1e30",
+                                                       "--optim.momentum=0"])
+    with pytest.raises(ConfigError, match="stage1: the run crt / CE / seed 0 diverged"):
+        run(stage2, out_dir=tmp_path / "runs", db=tmp_path / "r.db", quiet=True)
+    with pytest.raises(ConfigError, match="stage1: the run crt / CE / seed 0 is not finished"):
+        _upstream_dirs(stage2, tmp_path / "elsewhere", None)
+    with pytest.raises(ConfigError, match="no stage-1 recipe at"):
+        run(apply_overrides(stage2, [f"--model.stage1={tmp_path / 'no.yaml'}"]), out_dir=tmp_path, db=None)
+
+
+def test_per_class_rows_are_the_tasks_own_post_hoc_predictions(tmp_path, features):
+    from encouraging.analysis import AnalysisConfig, analyze_run
+    from encouraging.experiment import load_run, run, run_dir_for
+
+    cfg = apply_overrides(Config(task="longtail"), [*features, "--data.posthoc_tau=1.0"])
+    final = run(cfg, out_dir=tmp_path / "runs", db=None, quiet=True)
+    loaded = load_run(run_dir_for(cfg, tmp_path / "runs"), device="cpu")
+    rows = analyze_run(loaded, AnalysisConfig(kinds=("per_class",)))["per_class"]
+    assert [r["train_count"] for r in rows] == list(loaded.data.stats.class_counts) == [60, 26, 12]
+    assert [r["test_count"] for r in rows] == [30, 30, 30]
+    assert sum(r["test_acc"] for r in rows) / 3 == pytest.approx(final["final_test_acc"])  # balanced test set
+    assert rows[2]["test_acc"] == pytest.approx(final["final_test_few_acc"])  # class 2 (12 examples): few-shot

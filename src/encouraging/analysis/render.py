@@ -14,7 +14,8 @@ from ..results.stats import compare, mean_std_text, summarize
 from ..results.style import is_plain_ce, loss_styles, new_figure
 from .shapes import loss_shape_rows
 
-KINDS = ("margins", "energy", "gradient", "probe")
+KINDS = ("margins", "energy", "gradient", "probe", "per_class")
+PER_CLASS_BINS = 12  # beyond this many classes the per-class figure averages classes of similar frequency
 P_SHOWN = 1e-7  # the gradient figure's logit axis shows p_y in [P_SHOWN, 1 - P_SHOWN]
 
 # (metric, label, scale, digits): what the tables show, each a number per run
@@ -31,6 +32,7 @@ METRICS = (
     ("probe_linear", "linear probe test acc (%)", 100.0, 2),
     ("probe_knn", "k-NN test acc (%)", 100.0, 2),
     ("model_acc", "the model's own test acc (%)", 100.0, 2),
+    ("worst_class_acc", "worst class's test acc (%)", 100.0, 2),
 )
 
 
@@ -56,6 +58,9 @@ def run_metrics(rows: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
                     out[f"{key}_{r['split']}"] = r[key]
     for r in rows.get("probe", []):
         out[{"linear": "probe_linear", "knn": "probe_knn", "model": "model_acc"}[r["method"]]] = r["test_acc"]
+    accs = [r["test_acc"] for r in rows.get("per_class", []) if not math.isnan(r["test_acc"])]
+    if accs:
+        out["worst_class_acc"] = min(accs)
     return {k: v for k, v in out.items() if v is not None and not (isinstance(v, float) and math.isnan(v))}
 
 
@@ -106,7 +111,8 @@ def render_analyses(collected: dict[str, list[dict[str, Any]]], doc: Doc, out: P
             ce = summarize([m.get("true_energy_test") for m in metrics[base].values()]).mean
             el = summarize([m.get("true_energy_test") for m in metrics[lb].values()]).mean
             ratio.append(f"{el / ce:.2f}x" if ce is not None and el is not None and ce < 0 else "–")
-        table.append(["true-class energy, ratio to CE (mean over seeds)", *ratio])
+        if any(r != "–" for r in ratio):
+            table.append(["true-class energy, ratio to CE (mean over seeds)", *ratio])
         doc.table(["metric", *(f"{lb} − CE" for lb in others)], table, ["l"] + ["r"] * len(others))
         doc.p("Each cell: mean difference over seeds [95% t-interval], two-sided paired t-test p, number of pairs.")
 
@@ -118,6 +124,7 @@ def render_analyses(collected: dict[str, list[dict[str, Any]]], doc: Doc, out: P
         (f"{slug}_energy_class.png", _plot_energy_class, "test"),
         (f"{slug}_energy_true.png", _plot_energy_true, "test"),
         (f"{slug}_gradients.png", _plot_gradients, "train"),
+        (f"{slug}_per_class.png", _plot_per_class, "test"),
     ]
     doc.h(level, "Figures")
     for name, plot, split in figures:
@@ -290,6 +297,58 @@ def _plot_gradients(groups, styles, first_seed, split, path: Path) -> str | None
             "per-example norm of the parameter gradient per bin (a fixed subset of training examples); bin means "
             "are clipped to [1e-7, 1 - 1e-7] for the logit axis. CE's "
             "gradients vanish as p_y -> 1; EL's do not.")
+
+
+def _class_accuracy(seeds: dict) -> list[tuple[float, float, str]]:
+    """``(training examples, test accuracy mean over seeds, name)`` per class present in the test set."""
+    acc: dict[int, list[float]] = defaultdict(list)
+    info: dict[int, tuple[float, str]] = {}
+    for rows in seeds.values():
+        for r in rows.get("per_class", []):
+            if r["train_count"] is not None and not math.isnan(r["test_acc"]):
+                acc[r["cls"]].append(r["test_acc"])
+                info[r["cls"]] = (r["train_count"], r["name"])
+    return sorted((info[c][0], math.fsum(v) / len(v), info[c][1]) for c, v in acc.items())
+
+
+def _frequency_bins(points: list[tuple[float, float, str]]) -> list[tuple[float, float]]:
+    """Classes grouped into :data:`PER_CLASS_BINS` bins of equal width in log(training examples): per non-empty
+    bin, the geometric-mean count and the mean accuracy of its classes."""
+    logs = [math.log(max(n, 1)) for n, _, _ in points]
+    lo, width = min(logs), (max(logs) - min(logs)) / PER_CLASS_BINS or 1.0
+    bins: dict[int, list[tuple[float, float]]] = defaultdict(list)
+    for log_n, (_, acc, _) in zip(logs, points, strict=True):
+        bins[min(int((log_n - lo) / width), PER_CLASS_BINS - 1)].append((log_n, acc))
+    return [(math.exp(math.fsum(x for x, _ in b) / len(b)), math.fsum(a for _, a in b) / len(b))
+            for _, b in sorted(bins.items())]
+
+
+def _plot_per_class(groups, styles, first_seed, split, path: Path) -> str | None:
+    curves = {lb: _class_accuracy(seeds) for lb, seeds in groups.items()}
+    curves = {lb: c for lb, c in curves.items() if c}
+    if not curves:
+        return None
+    binned = max(len(c) for c in curves.values()) > PER_CLASS_BINS
+    fig, (ax,) = new_figure()
+    for label, points in curves.items():
+        xy = _frequency_bins(points) if binned else [(n, a) for n, a, _ in points]
+        color, style = styles[label]
+        ax.plot([x for x, _ in xy], [100 * a for _, a in xy], "o", ls=style, color=color, ms=4, lw=1.2, label=label)
+    if not binned:  # few classes: name them once, under the first loss's points
+        for n, a, name in next(iter(curves.values())):
+            ax.annotate(name, (n, 100 * a), textcoords="offset points", xytext=(0, -11), ha="center", fontsize=6,
+                        color="grey")
+    ax.set_xscale("log")
+    ax.set_xlabel("training examples of the class (log scale)")
+    ax.set_ylabel(f"{split} accuracy of the class (%)")
+    ax.set_title("Per-class accuracy against class frequency")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path)
+    how = (f"classes grouped into {PER_CLASS_BINS} bins of equal width in log frequency (mean accuracy per bin)"
+           if binned else "one point per class")
+    return (f"Per-class accuracy against class frequency: {split} accuracy of each class (mean over seeds) against "
+            f"its number of training examples, {how}. A long-tailed method lifts the left-hand (rare) end.")
 
 
 # ---------------------------------------------------------------------------------------------- report section

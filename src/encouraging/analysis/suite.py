@@ -22,6 +22,7 @@ from .energy import energy_rows
 from .gradients import gradient_rows, per_example_grad_norms
 from .margins import margin_rows
 from .outputs import Outputs, collect_outputs, first_batches
+from .per_class import per_class_rows
 from .probe import ProbeConfig, knn_accuracy, linear_probe
 from .render import KINDS, render_analyses
 from .shapes import loss_shape_rows, plot_log_end_panels, plot_loss_shapes
@@ -29,7 +30,8 @@ from .shapes import loss_shape_rows, plot_log_end_panels, plot_loss_shapes
 
 @dataclass(frozen=True)
 class AnalysisConfig:
-    """What to compute. ``max_examples`` caps each split (the first N, in the split's order; None: all);
+    """What to compute. ``max_examples`` caps each split (the first N, in the split's order; None: all) except for
+    ``per_class``, which always reads the whole test set;
     ``grad_examples`` training examples get per-example parameter gradients; ``knn_k`` neighbours vote."""
 
     kinds: tuple[str, ...] = KINDS
@@ -50,6 +52,11 @@ class AnalysisConfig:
 
 def analyze_run(run: LoadedRun, config: AnalysisConfig = AnalysisConfig()) -> dict[str, list[dict[str, Any]]]:
     """Every analysis of ``config.kinds`` on one trained run; returns ``kind -> rows`` (flat, JSON-ready)."""
+    rows: dict[str, list[dict[str, Any]]] = {}
+    if "per_class" in config.kinds:
+        rows["per_class"] = per_class_rows(run)
+    if not set(config.kinds) - {"per_class"}:
+        return rows  # the others need a pass over both splits
     sources = {"train": run.data.train_eval, "test": run.data.test}
     if sources["train"] is None:
         raise ValueError(f"task {run.cfg.task!r} gives no in-order training pass; analyses need one")
@@ -58,7 +65,6 @@ def analyze_run(run: LoadedRun, config: AnalysisConfig = AnalysisConfig()) -> di
                                                           max_examples=config.max_examples)
                                    for split, src in sources.items()}
     classes = run.notes.get("classes")
-    rows: dict[str, list[dict[str, Any]]] = {}
     if "margins" in config.kinds:
         rows["margins"] = [r for s, o in outputs.items() for r in margin_rows(o.logits, o.target, s)]
     if "energy" in config.kinds:
@@ -93,7 +99,7 @@ def analyze_run(run: LoadedRun, config: AnalysisConfig = AnalysisConfig()) -> di
 def analyze(runs: Iterable[str | os.PathLike | LoadedRun], out_dir: str | os.PathLike, *,
             db: str | os.PathLike | None = None, device: str = "auto", data_root: str | None = None,
             config: AnalysisConfig = AnalysisConfig(), html: bool = False, quiet: bool = False) -> Path:
-    """Analyse each run, store its rows (``margins``, ``energy``, ``gradient``, ``probe``) in the results database,
+    """Analyse each run, store its rows (one kind per analysis of :data:`KINDS`) in the results database,
     and write ``analysis.md`` with the tables and figures (and the loss-shape figures) into ``out_dir``.
 
     ``db``: the database to store rows in (default: the run's own grid database when there is one; runs it does

@@ -22,6 +22,7 @@ import dataclasses
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import torch
@@ -130,6 +131,7 @@ class Task:
 
     def __init__(self, cfg: Config, device: torch.device | str = "cpu", world: World = SINGLE) -> None:
         self.cfg, self.device, self.world = cfg, torch.device(device), world
+        self.upstream_dirs: dict[str, Path] = {}  # run directories of :meth:`upstream`, set by the runner
 
     @property
     def amp(self) -> torch.dtype | None:
@@ -161,6 +163,14 @@ class Task:
         """Problems with ``self.cfg`` this task can see before any data is loaded (one message each)."""
         return []
 
+    @classmethod
+    def upstream(cls, cfg: Config) -> dict[str, Config]:
+        """The configs of the runs this run builds on, by role (cRT's second stage: ``{"stage1": ...}``).
+
+        The runner trains a missing one first, refuses to start while one is unfinished or diverged, and hands
+        their run directories to :attr:`upstream_dirs` before :meth:`setup`. Called on checked configs only."""
+        return {}
+
     def train_mode(self, model: nn.Module) -> None:
         """Put ``model`` in training mode at the start of each training epoch (a task that freezes part of the
         model, as cRT's second stage does, keeps that part in eval mode)."""
@@ -175,6 +185,11 @@ class Task:
         with self.autocast():
             out = model(inputs)
         return out.float()
+
+    def prediction_logits(self, model: nn.Module, inputs: Any) -> Tensor:
+        """The scores a classification task predicts and is evaluated from: :meth:`logits`, after any adjustment
+        made at prediction time only (the long-tailed task's post-hoc ``f - tau log(prior)``)."""
+        return self.logits(model, inputs)
 
 
 _TASKS: Registry[type[Task]] = Registry("task")

@@ -93,12 +93,13 @@ def load_run(path: str | Path, *, device: str | torch.device = "auto", data_root
     state = load_checkpoint(checkpoint, map_location=dev)
     if state.get("config_hash") != config_hash(cfg) or state.get("seed") != cfg.train.seed:
         raise CheckpointError(f"{checkpoint} belongs to another config or seed than {run_dir / 'config.yaml'}")
+    notes_file = run_dir / "notes.json"
+    notes = json.loads(notes_file.read_text()) if notes_file.is_file() else {}
     task = build_task(cfg, dev)
+    task.upstream_dirs = {role: Path(up["run_dir"]) for role, up in notes.get("upstream", {}).items()}
     data = task.setup()
     model = data.model.to(dev)
     model.load_state_dict(state["model"])
     model.eval()
-    notes_file = run_dir / "notes.json"
-    if notes_file.is_file():  # what the run saw at training time (e.g. the test-set note) wins
-        data.notes = {**data.notes, **json.loads(notes_file.read_text())}
+    data.notes = {**data.notes, **notes}  # what the run saw at training time (e.g. the test-set note) wins
     return LoadedRun(run_dir, cfg, model, data, task, dev, int(state["epoch"]), list(state.get("history", [])))

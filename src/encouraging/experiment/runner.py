@@ -20,11 +20,11 @@ from ..engine.config import Config, config_hash, save_config
 from ..engine.criteria import build_schedule, canonical, loss_label, parse_loss_spec
 from ..engine.distributed import broadcast_flag, init_world, shutdown
 from ..engine.runtime import seed_everything, select_device, set_threads
-from ..engine.task import build_task
+from ..engine.task import build_task, get_task
 from ..engine.trainer import Trainer
 from ..plugins import load_plugins
 from ..results import ResultsStore
-from .provenance import hardware, run_dir_for, run_record
+from .provenance import hardware, run_dir_for, run_id_for, run_record
 
 
 class ConfigError(ValueError):
@@ -49,7 +49,48 @@ def run(cfg: Config, *, out_dir: str | Path = "runs", db: str | Path | None = "r
     load_plugins()
     cfg = dataclasses.replace(cfg, loss=canonical(cfg.loss))
     check_configs([cfg])
+    *first, _ = _with_upstream([cfg])
+    for one in first:  # runs this one builds on (cRT's stage 1), each skipped when already finished
+        _launch(one, out_dir, db, resume, quiet, f"{position + ', ' if position else ''}needed first")
     return _launch(cfg, out_dir, db, resume, quiet, position)
+
+
+def _with_upstream(configs: list[Config]) -> list[Config]:
+    """``configs`` with the runs each builds on (:meth:`Task.upstream`, recursively) placed before it, once each.
+
+    The upstream configs are checked here; ``configs`` must have been checked (their upstream is read from them).
+    """
+    ordered: dict[str, Config] = {}
+
+    def add(cfg: Config) -> None:
+        ups = [dataclasses.replace(up, loss=canonical(up.loss)) for up in get_task(cfg.task).upstream(cfg).values()]
+        check_configs([up for up in ups if run_id_for(up) not in ordered])
+        for up in ups:
+            add(up)
+        ordered.setdefault(run_id_for(cfg), cfg)
+
+    for cfg in configs:
+        add(cfg)
+    return list(ordered.values())
+
+
+def _upstream_dirs(cfg: Config, out_dir: Path, store: ResultsStore | None) -> dict[str, Path]:
+    """The run directory of each run ``cfg`` builds on; a ConfigError names one that is unfinished or diverged."""
+    dirs = {}
+    for role, up in get_task(cfg.task).upstream(cfg).items():
+        up = dataclasses.replace(up, loss=canonical(up.loss))
+        where, name = run_dir_for(up, out_dir), f"{up.name} / {loss_label(up.loss)} / seed {up.train.seed}"
+        if store is not None:
+            done = store.is_finished(config_hash(up), up.train.seed)
+            if done and "diverged_epoch" in store.final(run_id_for(up)):
+                raise ConfigError(f"{role}: the run {name} diverged, so there is no model to build on ({where})")
+        else:
+            done = (where / "final.json").is_file()
+        if not done or not (where / "checkpoint.pt").is_file():
+            raise ConfigError(f"{role}: the run {name} is not finished (expected at {where}); train it first, with "
+                              "the same --out and database")
+        dirs[role] = where
+    return dirs
 
 
 def _launch(cfg: Config, out_dir: str | Path, db, resume: bool, quiet: bool, position: str) -> dict[str, Any] | None:
@@ -82,10 +123,14 @@ def _run(cfg: Config, device: torch.device, world, out_dir: Path, db, resume: bo
         return None
     say(f"{position + ': ' if position else ''}{cfg.name} / {label} / seed {cfg.train.seed}", flush=True)
     task = build_task(cfg, device, world)
+    task.upstream_dirs = _upstream_dirs(cfg, out_dir, store)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     start = time.perf_counter()
     say(f"  loading {cfg.task} data {cfg.data.dataset!r} and building model {cfg.model.name!r}", flush=True)
     prepared = task.setup()
+    if task.upstream_dirs:  # what it built on, by database id and directory (load_run finds them again)
+        prepared.notes["upstream"] = {role: {"run_id": run_id_for(up), "run_dir": str(task.upstream_dirs[role])}
+                                      for role, up in get_task(cfg.task).upstream(cfg).items()}
     say(f"  ready in {time.perf_counter() - start:.1f} s", flush=True)
     if cfg.train.patience > 0 and prepared.val is None:
         raise ConfigError(f"train.patience={cfg.train.patience} needs a validation split; task {cfg.task!r} has "
@@ -161,6 +206,7 @@ def grid(cfg: Config, losses: list[str], seeds: list[int], *, out_dir: str | Pat
         problems.append("the grid needs at least one loss")
     # the seed is the only field a loss's runs differ in, and nothing checks it: one config per loss is checked
     check_configs(configs[::len(seeds)] if seeds else [], problems)
+    configs = _with_upstream(configs)  # a run's stage 1 first, in the same grid
     results, start, ran = [], time.perf_counter(), 0
     for i, one in enumerate(configs):
         position = f"run {i + 1}/{len(configs)}"

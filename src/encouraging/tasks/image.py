@@ -162,5 +162,5 @@ class ImageTask(Task):
         return classification_step(self.logits(model, x), y, criterion, log_end=log_end)
 
     def evaluate(self, model: nn.Module, batches: Any) -> dict[str, float]:
-        return classification_eval(lambda x: self.logits(model, x), batches, self.num_classes, device=self.device,
-                                   world=self.world)
+        return classification_eval(lambda x: self.prediction_logits(model, x), batches, self.num_classes,
+                                   device=self.device, world=self.world)

@@ -10,6 +10,7 @@ medium otherwise; ``balanced_acc`` is the mean per-class accuracy.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 from ..data.longtail import PROFILES, long_tail_indices
 from ..engine.checkpoint import load_checkpoint
 from ..engine.classification import class_totals
-from ..engine.config import ModelConfig, load_config
+from ..engine.config import Config, ModelConfig, load_config
 from ..engine.task import MetricSpec, Prepared, register_task
 from ..losses import logit_offsets
 from ..models import get_classifier, reset_classifier, unwrap_model
@@ -43,10 +44,22 @@ class LongTailDataConfig(ImageDataConfig):
 
 @dataclass
 class LongTailModelConfig(ModelConfig):
-    stage1: str = ""  # cRT's second stage: the stage-1 run directory whose trained model is frozen (empty: none)
+    # cRT's second stage: the stage-1 model to freeze. A run directory (or its checkpoint), or a stage-1 recipe
+    # (.yaml): its run with this run's seed and loss, which the runner trains first when missing. Empty: none.
+    stage1: str = ""
 
 
-def _stage1_files(path: str) -> tuple[Path, Path]:
+RECIPE_SUFFIXES = (".yaml", ".yml")
+# what a stage-1 model must share with its second stage: the network, the dataset and the long-tailed subset
+_SHARED = (("model", "name"), ("model", "kwargs"), ("data", "dataset"), ("data", "profile"),
+           ("data", "imbalance_ratio"), ("data", "subset_seed"))
+
+
+def _is_recipe(stage1: str) -> bool:
+    return Path(stage1).suffix in RECIPE_SUFFIXES
+
+
+def _stage1_files(path: str | Path) -> tuple[Path, Path]:
     """``(config.yaml, checkpoint.pt)`` of a stage-1 run directory (or of the run holding a checkpoint file)."""
     given = Path(path)
     run_dir = given if given.is_dir() else given.parent
@@ -85,16 +98,48 @@ class LongTailTask(ImageTask):
         if d.sampling not in SAMPLINGS:
             problems.append(f"data.sampling must be one of {SAMPLINGS}, got {d.sampling!r}")
         if self.cfg.model.stage1:
-            config, checkpoint = _stage1_files(self.cfg.model.stage1)
-            if not (config.is_file() and checkpoint.is_file()):
-                problems.append(f"model.stage1: no stage-1 run at {self.cfg.model.stage1} (needs {config.name} and "
-                                f"{checkpoint.name}); train stage 1 first")
+            problems += self._stage1_problems()
             if d.sampling != "class_balanced":
                 problems.append("model.stage1 (cRT) re-trains the classifier with class-balanced sampling: set "
                                 "data.sampling=class_balanced")
         if not 0 <= d.few_below <= d.many_above:
             problems.append(f"data.few_below must be in [0, data.many_above], got {d.few_below} and {d.many_above}")
         return problems
+
+    def _stage1_problems(self) -> list[str]:
+        """The stage-1 run or recipe must exist and share the network, the dataset and the long-tailed subset."""
+        stage1 = self.cfg.model.stage1
+        if _is_recipe(stage1):
+            if not Path(stage1).is_file():
+                return [f"model.stage1: no stage-1 recipe at {stage1}"]
+            source = Path(stage1)
+        else:
+            source, checkpoint = _stage1_files(stage1)
+            if not (source.is_file() and checkpoint.is_file()):
+                return [f"model.stage1: no stage-1 run at {stage1} (needs {source.name} and {checkpoint.name}); "
+                        "train stage 1 first"]
+        try:
+            first = load_config(source)
+        except (OSError, ValueError, TypeError) as error:
+            return [f"model.stage1: {source}: {error}"]
+        if first.task != self.cfg.task:
+            return [f"model.stage1: {source} is a {first.task!r} run; stage 1 must be a {self.cfg.task!r} run"]
+        return [f"model.stage1: {source} has {section}.{key}={getattr(getattr(first, section), key)!r}, this run "
+                f"{getattr(getattr(self.cfg, section), key)!r} (cRT re-trains the classifier of the same network on "
+                "the same data)"
+                for section, key in _SHARED
+                if getattr(getattr(first, section), key) != getattr(getattr(self.cfg, section), key)]
+
+    @classmethod
+    def upstream(cls, cfg: Config) -> dict[str, Config]:
+        """With a stage-1 recipe: that recipe with this run's seed and loss (and its data location)."""
+        if not _is_recipe(cfg.model.stage1):
+            return {}
+        first = load_config(cfg.model.stage1)
+        located = {f.name: getattr(cfg.data, f.name) for f in dataclasses.fields(cfg.data)
+                   if f.metadata.get("hash") is False}
+        return {"stage1": dataclasses.replace(first, loss=cfg.loss, data=dataclasses.replace(first.data, **located),
+                                              train=dataclasses.replace(first.train, seed=cfg.train.seed))}
 
     def class_balanced_sampling(self) -> bool:
         return self.cfg.data.sampling == "class_balanced"
@@ -121,12 +166,11 @@ class LongTailTask(ImageTask):
 
     def _load_stage1(self, prepared: Prepared) -> None:
         """cRT (Kang et al. 2020): the stage-1 model's weights, a fresh classifier, everything else frozen."""
-        config, checkpoint = _stage1_files(self.cfg.model.stage1)
-        first = load_config(config)
-        if first.model.name != self.cfg.model.name or first.data.dataset != self.cfg.data.dataset:
-            raise ValueError(f"model.stage1: {config.parent} trained {first.model.name!r} on "
-                             f"{first.data.dataset!r}, this run has {self.cfg.model.name!r} on "
-                             f"{self.cfg.data.dataset!r}")
+        stage1 = self.cfg.model.stage1
+        if _is_recipe(stage1) and "stage1" not in self.upstream_dirs:
+            raise RuntimeError(f"model.stage1={stage1!r} names a recipe: run this config with "
+                               "encouraging.experiment.run / grid (or the CLI), which resolve its stage-1 run")
+        config, checkpoint = _stage1_files(self.upstream_dirs.get("stage1", stage1))
         model = prepared.model
         model.load_state_dict(load_checkpoint(checkpoint, map_location="cpu")["model"])
         reset_classifier(model)
@@ -144,15 +188,16 @@ class LongTailTask(ImageTask):
         model.eval()  # the frozen backbone's BatchNorm statistics and dropout stay as stage 1 left them
         get_classifier(unwrap_model(model)).train()
 
+    def prediction_logits(self, model: nn.Module, inputs: Any) -> Tensor:
+        """With ``data.posthoc_tau``: the adjusted logits ``f - tau log(prior)`` (Menon et al. 2021)."""
+        out = self.logits(model, inputs)
+        return out if self.posthoc is None else out - self.posthoc
+
     def evaluate(self, model: nn.Module, batches: Any) -> dict[str, float]:
         """Loss and top-1 over all examples, accuracy per shot group and balanced (the mean over the classes
-        present). With ``data.posthoc_tau`` every metric is of the adjusted logits ``f - tau log(prior)``."""
-
-        def logits(x: Tensor) -> Tensor:
-            out = self.logits(model, x)
-            return out if self.posthoc is None else out - self.posthoc
-
-        loss, hits, counts = class_totals(logits, batches, self.num_classes, device=self.device, world=self.world)
+        present), all of :meth:`prediction_logits`."""
+        loss, hits, counts = class_totals(lambda x: self.prediction_logits(model, x), batches, self.num_classes,
+                                          device=self.device, world=self.world)
         per_class, present = hits / counts.clamp(min=1), counts > 0
         out = {"loss": loss / float(counts.sum()), "acc": float(hits.sum() / counts.sum()),
                "balanced_acc": float(per_class[present].mean())}

@@ -43,14 +43,19 @@ def test_yaml_round_trip(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
-def test_every_shipped_config_loads():
+def test_every_shipped_config_loads_and_passes_the_checks(monkeypatch):
     from pathlib import Path
 
-    configs = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
+    from encouraging.engine.checks import config_problems
+
+    repo = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(repo)  # the cRT recipes name their stage-1 recipes relative to the checkout
+    configs = sorted((repo / "configs").rglob("*.yaml"))
     assert configs, "no configs found"
     for path in configs:
         cfg = load_config(path)
         assert cfg.name != "unnamed", path
+        assert config_problems(cfg) == [], path
 
 
 def test_string_fields_take_the_override_text_as_written():

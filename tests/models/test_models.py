@@ -94,7 +94,7 @@ def test_create_model_drops_none_and_rejects_unknown_names():
         register_model(lambda **kw: nn.Linear(1, 1), name="mlp")
     with pytest.raises(ValueError, match="reserved"):
         register_model(lambda **kw: nn.Linear(1, 1), name="timm:x")
-    assert list_models("resnet*_cifar") == ["resnet18_cifar", "resnet50_cifar"]
+    assert list_models("resnet*_cifar") == ["resnet18_cifar", "resnet32_cifar", "resnet50_cifar"]
     assert dict(list_models("mnist*", with_description=True))["mnistnet"].startswith("The paper's MNIST network")
 
 
@@ -143,6 +143,27 @@ def test_mnistnet_layout():
     assert model.classifier.bias is None and model.classifier.in_features == 256
     shallow = create_model("mnistnet", stage_depths=(3, 3, 3))
     assert sum(isinstance(m, nn.Conv2d) for m in shallow.modules()) == 10
+
+
+def test_resnet32_layout_and_its_cosine_classifier():
+    model = create_model("resnet32_cifar", num_classes=10)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 1 + 3 * 5 * 2  # 31 convolutions and the classifier: 32 weighted layers
+    assert [c.out_channels for c in convs[::10]] == [16, 16, 32, 64] and convs[11].stride == (2, 2)
+    assert sum(p.numel() for p in model.parameters()) == 464154  # He et al.: 0.46 M
+    x = torch.randn(3, 3, 32, 32)
+    features = model.forward_features(x)
+    assert features.shape == (3, 64) and torch.allclose(model.classifier(features), model(x))
+    cosine = create_model("resnet32_cifar", num_classes=10, cosine=True)
+    cosine.eval()
+    out = cosine(x)
+    w = cosine.classifier.weight
+    expected = torch.nn.functional.normalize(cosine.forward_features(x), dim=1) @ (w / w.norm(dim=1, keepdim=True)).T
+    assert torch.allclose(out, expected, atol=1e-6) and out.abs().max() <= 1 + 1e-6
+    fresh = reset_classifier(cosine)  # cRT keeps the kind of head
+    assert type(fresh).__name__ == "CosineLinear" and fresh.bias is None and not torch.equal(fresh.weight, w)
+    with pytest.raises(ValueError, match="no bias"):
+        type(fresh)(64, 10, bias=True)
 
 
 def test_cifar_stem():

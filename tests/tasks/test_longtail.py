@@ -79,6 +79,33 @@ def test_class_balanced_sampling_draws_every_class_equally_and_reproducibly():
     assert torch.bincount(plain).tolist() == [900, 90, 10]  # without it: one pass over the examples
 
 
+def test_loader_batches_sample_classes_equally_sharded_and_resumable():
+    from torch.utils.data import TensorDataset
+
+    from encouraging.engine.batches import LoaderBatches, TensorBatches
+    from encouraging.engine.distributed import World
+
+    y = torch.arange(3).repeat_interleave(torch.tensor([900, 90, 10]))
+    data = TensorDataset(torch.arange(1000), y)
+    one = LoaderBatches(data, 100, train=True, seed=3, num_workers=0, balance_by=y)
+    drawn = torch.cat([yb for _, yb in one.epoch(1)])
+    assert len(drawn) == 1000 and (torch.bincount(drawn, minlength=3).float() / 1000 - 1 / 3).abs().max() < 0.05
+    assert torch.equal(drawn, torch.cat([yb for _, yb in one.epoch(1)]))  # a resumed epoch draws the same
+    assert not torch.equal(drawn, torch.cat([yb for _, yb in one.epoch(2)]))
+    # the tensor path draws the very same examples for the same seed and epoch
+    tensors = TensorBatches(torch.arange(1000).unsqueeze(1).float(), y, 100, train=True, seed=3, class_balanced=True)
+    assert torch.equal(torch.cat([xb.long().flatten() for xb, _ in tensors.epoch(1)]),
+                       torch.cat([xb for xb, _ in one.epoch(1)]))
+    # two ranks split one draw between them: every other index each, nothing drawn twice by design of the split
+    ranks = [LoaderBatches(data, 50, train=True, seed=3, num_workers=0, balance_by=y,
+                           world=World(rank=r, size=2)) for r in (0, 1)]
+    shards = [torch.cat([xb for xb, _ in r.epoch(1)]) for r in ranks]
+    assert len(shards[0]) == len(shards[1]) == 500
+    assert torch.equal(torch.stack(shards, 1).flatten(), torch.cat([xb for xb, _ in one.epoch(1)]))
+    with pytest.raises(ValueError, match="balance_by has 3 labels for 1000 examples"):
+        LoaderBatches(data, 100, train=True, num_workers=0, balance_by=y[:3])
+
+
 def test_posthoc_logit_adjustment_predicts_from_adjusted_logits():
     from encouraging.engine.batches import TensorBatches
     from encouraging.tasks.longtail import LongTailTask

@@ -23,7 +23,8 @@ exists only JPEG re-encoded (``cifar10_test_jpeg/``, PSNR 30 dB, biased accuracy
 Tensors: images are ``uint8`` NCHW (normalise per batch with :func:`encouraging.data.augment.normalize`), feature
 arrays ``float32`` ``(N, D)``, labels ``int64``. ``name_or_path`` may also be a directory in the array format
 (num_classes and mean/std are then inferred from the data) or an ImageFolder tree (``train/<class>/*`` and
-``val/<class>/*``), which gives a :class:`FolderData` of two torchvision ``ImageFolder`` datasets instead.
+``val/<class>/*``), which gives a :class:`FolderData` of two torchvision ``ImageFolder`` datasets instead, or a
+folder of list files (``relative/path label`` per line: ImageNet-LT, iNaturalist 2018; :mod:`.lists`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import torch
 from torch import Tensor
 
 from .arrays import find_array, load_array
+from .lists import ListFileDataset, find_list_files
 from .registry import DatasetInfo, get_dataset_info, get_dataset_loader, is_registered, list_datasets, register_dataset
 from .roots import DATA_ENV, data_roots, download_roots, first_writable_root
 
@@ -454,6 +456,50 @@ def _folder_split_dirs(path: Path) -> tuple[Path, Path] | None:
     return None
 
 
+def _folder_transforms(info: DatasetInfo | None, image_size: int | None) -> tuple[int, Any, Any]:
+    """``(size, train transform, test transform)`` of the paper's 224-px recipe: train RandomResizedCrop(size) +
+    flip, test Resize(size / 0.875) + CenterCrop(size), both normalised with ``info.mean/std`` (ImageNet's)."""
+    from torchvision import transforms as T
+
+    size = int(image_size or (info.image_size if info and isinstance(info.image_size, int) else 224))
+    mean, std = (info.mean, info.std) if info else (IMAGENET_MEAN, IMAGENET_STD)
+    train_tf = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
+    test_tf = T.Compose([T.Resize(round(size / 0.875)), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
+    return size, train_tf, test_tf
+
+
+def load_list_folder(
+    path: str | os.PathLike[str], *, image_size: int | None = None, info: DatasetInfo | None = None
+) -> FolderData:
+    """A folder of list files (:mod:`encouraging.data.lists`: ``relative/path label`` per line, the ImageNet-LT /
+    iNaturalist 2018 layout) as a train / test pair with the transforms of :func:`load_image_folder`.
+
+    Labels are ``0 .. C-1`` with ``C`` = the largest training label + 1; every class needs training images and
+    every test label must be one of them.
+    """
+    folder = Path(path).expanduser()
+    found = find_list_files(folder)
+    if found is None:
+        raise FileNotFoundError(f"{folder} has no list files (*train*.txt and *test*.txt or *val*.txt)")
+    train_list, test_list = found
+    size, train_tf, test_tf = _folder_transforms(info, image_size)
+    train, test = ListFileDataset(train_list, train_tf), ListFileDataset(test_list, test_tf)
+    num_classes = max(train.targets) + 1
+    counts = np.bincount(train.targets, minlength=num_classes)
+    if (counts == 0).any():
+        empty = np.flatnonzero(counts == 0)[:10].tolist()
+        raise ValueError(f"{train_list}: classes {empty} have no training images (labels must be 0 .. C-1)")
+    if max(test.targets) >= num_classes:
+        raise ValueError(f"{test_list}: label {max(test.targets)} is not a training class (0 .. {num_classes - 1})")
+    base = info or DatasetInfo(folder.name, 0, 3, size, IMAGENET_MEAN, IMAGENET_STD, f"list files in {folder}",
+                               kind="folder")
+    classes = base.classes if base.classes and len(base.classes) == num_classes else None
+    new_info = replace(base, num_classes=num_classes, classes=classes or tuple(str(c) for c in range(num_classes)),
+                       image_size=size, train_size=len(train), test_size=len(test))
+    note = f"{new_info.title} {test_list.name} ({len(test)} images, {folder})"
+    return FolderData(train, test, new_info, note, f"list files {train_list.name} / {test_list.name} in {folder}")
+
+
 def load_image_folder(
     path: str | os.PathLike[str], *, image_size: int | None = None, info: DatasetInfo | None = None
 ) -> FolderData:
@@ -464,18 +510,13 @@ def load_image_folder(
     Resize(size / 0.875) + CenterCrop(size), both normalised with ``info.mean/std`` (ImageNet's by default).
     """
     import torchvision.datasets as tvd
-    from torchvision import transforms as T
 
     folder = Path(path).expanduser()
     dirs = _folder_split_dirs(folder)
     if dirs is None:
         raise FileNotFoundError(f"{folder} is not an ImageFolder tree: need {folder}/train/ and {folder}/val/")
     train_dir, test_dir = dirs
-    size = int(image_size or (info.image_size if info and isinstance(info.image_size, int) else 224))
-    mean = info.mean if info else IMAGENET_MEAN
-    std = info.std if info else IMAGENET_STD
-    train_tf = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
-    test_tf = T.Compose([T.Resize(round(size / 0.875)), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
+    size, train_tf, test_tf = _folder_transforms(info, image_size)
     train = tvd.ImageFolder(str(train_dir), transform=train_tf)
 
     class _SameClasses(tvd.ImageFolder):
@@ -513,12 +554,16 @@ def _load_folder_registered(
     for root in roots:
         candidate = root / info.array_dir if info.array_dir else root
         looked.append(f"{candidate}/{{train,val}}/<class>/*  [ImageFolder tree]")
+        looked.append(f"{candidate}/*train*.txt, *test*.txt or *val*.txt  [list files]")
+        # lists first: ImageNet-LT's lists sit beside ImageNet's own train/ and val/ trees, which they subsample
+        if find_list_files(candidate) is not None:
+            return load_list_folder(candidate, image_size=image_size, info=info)
         if _folder_split_dirs(candidate) is not None:
             return load_image_folder(candidate, image_size=image_size, info=info)
     raise FileNotFoundError(
         f"{info.title} not found (no download exists). Looked at:\n"
         + "\n".join(f"  {p}" for p in looked)
-        + f"\nPoint --data-root /path (or {DATA_ENV}=/path) at the folder holding train/ and val/"
+        + f"\nPoint --data-root /path (or {DATA_ENV}=/path) at the folder holding train/ and val/ or the lists"
         + (f" inside {info.array_dir}/." if info.array_dir else ".")
     )
 
@@ -572,11 +617,13 @@ def load_image_dataset(
             raise ValueError(f"test_set={test_set!r} applies to registered datasets only, not to the folder {path}")
         if find_array(path / "x_train") is not None:
             return load_array_folder(path)
+        if find_list_files(path) is not None:  # before the tree: the lists choose among its images
+            return load_list_folder(path, image_size=image_size)
         if _folder_split_dirs(path) is not None:
             return load_image_folder(path, image_size=image_size)
         raise FileNotFoundError(
-            f"{path} is neither in the array format (x_train.npy(.xz), y_train, x_test, y_test) nor an ImageFolder "
-            "tree (train/<class>/*, val/<class>/*)"
+            f"{path} is neither in the array format (x_train.npy(.xz), y_train, x_test, y_test), nor an ImageFolder "
+            "tree (train/<class>/*, val/<class>/*), nor a folder of list files (*train*.txt, *test*.txt)"
         )
     raise ValueError(f"dataset must be one of {list_datasets()} or an existing directory, got {text!r}")
 
@@ -637,6 +684,26 @@ register_dataset(
         "imagenet", 1000, 3, 224, IMAGENET_MEAN, IMAGENET_STD,
         "ImageNet-1k as an ImageFolder tree <root>/imagenet/{train,val}/<class>/* (bring your own copy)",
         title="ImageNet", kind="folder", train_size=1281167, test_size=50000, array_dir="imagenet",
+    ),
+    _load_folder_registered,
+)  # fmt: skip
+_INAT_MEAN, _INAT_STD = (0.466, 0.471, 0.380), (0.195, 0.194, 0.192)  # classifier-balancing's iNaturalist 2018
+register_dataset(
+    DatasetInfo(
+        "imagenet_lt", 1000, 3, 224, IMAGENET_MEAN, IMAGENET_STD,
+        "ImageNet-LT (Liu et al. 2019): <root>/imagenet_lt/ImageNet_LT_{train,test}.txt, the ImageNet images "
+        "linked beside them (bring your own copy; use task longtail with data.profile=none)",
+        title="ImageNet-LT", kind="folder", train_size=115846, test_size=50000, array_dir="imagenet_lt",
+    ),
+    _load_folder_registered,
+)  # fmt: skip
+register_dataset(
+    DatasetInfo(
+        "inaturalist2018", 8142, 3, 224, _INAT_MEAN, _INAT_STD,
+        "iNaturalist 2018, the paper's long-tailed benchmark: <root>/inaturalist2018/iNaturalist18_{train,val}.txt, "
+        "the images linked beside them (bring your own copy; the validation list is the test set)",
+        title="iNaturalist 2018", kind="folder", train_size=437513, test_size=24426, array_dir="inaturalist2018",
+        aliases=("inat2018", "inaturalist18"),
     ),
     _load_folder_registered,
 )  # fmt: skip

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..data.augment import normalize, random_crop, random_flip
 from .distributed import SINGLE, World
@@ -24,6 +24,39 @@ AUGMENTS = ("none", "flip", "crop", "flip_crop")
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     """A distinct, reproducible 63-bit seed per (run seed, epoch, rank)."""
     return (seed * 1_000_003 + epoch * 10_007 + rank * 101 + 17) % (2**63 - 1)
+
+
+def class_balanced_weights(y: Tensor) -> Tensor:
+    """Per-example draw weights ``1 / n_{y_i}`` (float64, CPU): with them every class is equally likely and the
+    examples of a class uniform (class-balanced sampling, as cRT's second stage uses)."""
+    y = y.cpu()
+    return 1.0 / torch.bincount(y)[y].double()
+
+
+def class_balanced_draw(weights: Tensor, n: int, seed: int, epoch: int) -> Tensor:
+    """``n`` example indices drawn with replacement by ``weights``, the same for the same (seed, epoch)."""
+    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+    return torch.multinomial(weights, n, replacement=True, generator=generator)
+
+
+class ClassBalancedSampler(Sampler[int]):
+    """Class-balanced sampling for a ``DataLoader``: each epoch ``len(labels)`` draws (:func:`class_balanced_draw`,
+    identical on every rank), each rank taking every ``world.size``-th. torch's ``WeightedRandomSampler`` draws the
+    same way but neither re-seeds per epoch (so a resumed run would differ) nor shards across processes."""
+
+    def __init__(self, labels: Tensor, *, seed: int = 0, world: World = SINGLE) -> None:
+        self.weights, self.seed, self.world, self.epoch = class_balanced_weights(labels), seed, world, 0
+        self.per_rank = len(labels) // world.size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+    def __iter__(self) -> Iterator[int]:
+        order = class_balanced_draw(self.weights, self.per_rank * self.world.size, self.seed, self.epoch)
+        return iter(order[self.world.rank::self.world.size].tolist())
 
 
 class TensorBatches:
@@ -58,8 +91,7 @@ class TensorBatches:
         self.batch_size = batch_size
         self.train, self.seed, self.world, self.shuffle = train, seed, world, shuffle
         self.class_balanced = class_balanced
-        # example i is drawn with probability 1 / (C * n_{y_i}): each class 1/C, uniform within it
-        self.sample_weights = (1.0 / torch.bincount(y.cpu())[y.cpu()].double()) if class_balanced else None
+        self.sample_weights = class_balanced_weights(y) if class_balanced else None
         self.augment, self.crop_padding, self.image_size = augment, crop_padding, image_size
         self.images = x.dtype == torch.uint8
         # no mean/std: pixels are only scaled to [0, 1]
@@ -91,8 +123,7 @@ class TensorBatches:
             return
         n, step = len(self.x), self.batch_size * self.world.size
         if self.sample_weights is not None:
-            generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
-            order = torch.multinomial(self.sample_weights, n, replacement=True, generator=generator).to(self.device)
+            order = class_balanced_draw(self.sample_weights, n, self.seed, epoch).to(self.device)
         elif self.shuffle:
             order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(self.seed, epoch)))
             order = order.to(self.device)
@@ -123,13 +154,17 @@ class TensorBatches:
 
 
 class LoaderBatches:
-    """A ``DataLoader`` over a map-style dataset, sharded with ``DistributedSampler`` and moved to the device."""
+    """A ``DataLoader`` over a map-style dataset, sharded with ``DistributedSampler`` and moved to the device;
+    with ``balance_by`` (the training labels) sampled class-balanced instead (:class:`ClassBalancedSampler`)."""
 
     def __init__(self, dataset: Dataset, batch_size: int, *, train: bool, seed: int = 0, world: World = SINGLE,
-                 num_workers: int = 2, device: torch.device | str = "cpu") -> None:
+                 num_workers: int = 2, device: torch.device | str = "cpu", balance_by: Tensor | None = None) -> None:
         self.device = torch.device(device)
-        self.sampler = DistributedSampler(dataset, num_replicas=world.size, rank=world.rank, shuffle=train,
-                                          seed=seed, drop_last=train)
+        if balance_by is not None and len(balance_by) != len(dataset):
+            raise ValueError(f"balance_by has {len(balance_by)} labels for {len(dataset)} examples")
+        self.sampler = (ClassBalancedSampler(balance_by, seed=seed, world=world) if balance_by is not None else
+                        DistributedSampler(dataset, num_replicas=world.size, rank=world.rank, shuffle=train,
+                                           seed=seed, drop_last=train))
         self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, num_workers=num_workers,
                                  drop_last=train, pin_memory=self.device.type == "cuda",
                                  persistent_workers=num_workers > 0)

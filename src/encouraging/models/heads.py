@@ -116,7 +116,8 @@ def features(model: nn.Module, x: Tensor) -> Tensor:
 
 
 def reset_classifier(model: nn.Module, num_classes: int | None = None, *, bias: bool | None = None) -> nn.Linear:
-    """Replace the final ``nn.Linear`` by a freshly initialised one (for cRT, probes, a new label set).
+    """Replace the final ``nn.Linear`` by a freshly initialised one of the same class (for cRT, probes, a new label
+    set).
 
     Args:
         model: the model, changed in place.
@@ -130,7 +131,7 @@ def reset_classifier(model: nn.Module, num_classes: int | None = None, *, bias: 
     old = get_classifier(model)
     if num_classes is not None and num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    new = nn.Linear(
+    new = type(old)(  # the same kind of layer: a cosine classifier stays one
         old.in_features,
         num_classes or old.out_features,
         bias=(old.bias is not None) if bias is None else bias,

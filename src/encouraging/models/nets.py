@@ -1,4 +1,5 @@
-"""This package's own networks: the paper's two MNIST CNNs, an MLP and a small CPU-friendly CNN.
+"""This package's own networks: the paper's two MNIST CNNs, an MLP, a small CPU-friendly CNN, and the CIFAR ResNet-32
+of the long-tailed literature (with the cosine classifier LDAM uses).
 
 Each is a :class:`ClassifierNet`: ``forward_features(x)`` returns the penultimate features ``(N, D)`` and the
 final ``nn.Linear`` is the attribute ``classifier`` (``classifier_layer()`` returns it), so
@@ -10,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .registry import register_model
@@ -251,6 +253,69 @@ class SmallCNN(ClassifierNet):
         return self.classifier(self.dropout(self.forward_features(x)))
 
 
+# --------------------------------------------------------------------------------------- CIFAR ResNet-32
+# He et al. (2016, §4.2)'s CIFAR ResNets are in neither torchvision nor timm (their ResNets have the ImageNet
+# layout: 4 stages, 64-512 channels); the long-tailed literature (Cao et al. 2019, LDAM-DRW) trains ResNet-32.
+
+
+class CosineLinear(nn.Linear):
+    """A cosine classifier: logits ``<x / |x|, w_k / |w_k|>`` in [-1, 1], no bias (Cao et al. 2019 train LDAM with
+    it and scale the logits by s = 30 in the loss). An ``nn.Linear`` subclass, so heads and cRT treat it as one."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False, device=None, dtype=None) -> None:
+        if bias:
+            raise ValueError("CosineLinear has no bias")
+        super().__init__(in_features, out_features, bias=False, device=device, dtype=dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(F.normalize(x, dim=1), F.normalize(self.weight, dim=1))
+
+
+class _BasicBlock(nn.Module):
+    """Two 3x3 Conv-BN layers with an identity shortcut; a downsampling block's shortcut subsamples by 2 and
+    zero-pads the new channels (He et al.'s option A: no parameters)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.stride, self.pad = stride, c_out - c_in
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        shortcut = x[:, :, ::self.stride, ::self.stride] if self.stride > 1 else x
+        if self.pad:
+            shortcut = F.pad(shortcut, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+        return F.relu(out + shortcut)
+
+
+class CifarResNet(ClassifierNet):
+    """He et al.'s CIFAR ResNet-(6n+2): a 3x3 conv to 16 channels, three stages of ``n`` basic blocks (16, 32, 64
+    channels; stride 2 entering stages 2 and 3), global average pooling, and a linear (or cosine) classifier."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size: int | None = None, *,
+                 blocks: int = 5, cosine: bool = False) -> None:
+        super().__init__()
+        if blocks < 1:
+            raise ValueError(f"blocks must be >= 1, got {blocks}")
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()]
+        c_in = 16
+        for stage, width in enumerate((16, 32, 64)):
+            for b in range(blocks):
+                layers.append(_BasicBlock(c_in, width, 2 if stage and not b else 1))
+                c_in = width
+        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classifier = (CosineLinear if cosine else nn.Linear)(64, num_classes)
+        for m in self.modules():  # He initialisation, as the CIFAR ResNets were trained
+            if isinstance(m, nn.Conv2d | nn.Linear):
+                nn.init.kaiming_normal_(m.weight)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+
 # --------------------------------------------------------------------------------------- registrations
 
 
@@ -276,3 +341,10 @@ def mlp(num_classes: int = 10, in_channels: int = 784, image_size: int | None = 
 def small_cnn(num_classes: int = 10, in_channels: int = 3, image_size: int | None = None, **kwargs) -> SmallCNN:
     """A small fast CNN for CPU demos: 3 Conv-BN-ReLU blocks (width w, 2w, 4w), global pooling, linear."""
     return SmallCNN(num_classes, in_channels, image_size, **kwargs)
+
+
+@register_model(in_channels=3, image_size=32, tags=("cifar", "longtail"))
+def resnet32_cifar(num_classes: int = 10, in_channels: int = 3, image_size: int | None = None, **kwargs) -> CifarResNet:
+    """He et al.'s CIFAR ResNet-32 (0.46 M parameters), the long-tailed CIFAR baseline network (Cao et al. 2019);
+    ``cosine=True`` gives it the cosine classifier that LDAM's scale s = 30 assumes."""
+    return CifarResNet(num_classes, in_channels, image_size, blocks=5, **kwargs)

@@ -108,7 +108,8 @@ class ImageTask(Task):
         train_plain = plain if used is None else Subset(plain, used.tolist())
         targets = targets if used is None else targets[used]
         train = LoaderBatches(train_set, d.batch_size, train=True, seed=self.cfg.train.seed, world=world,
-                              num_workers=d.num_workers, device=device)
+                              num_workers=d.num_workers, device=device,
+                              balance_by=targets if self.class_balanced_sampling() else None)
         loader = dict(train=False, world=world, num_workers=d.num_workers, device=device)
         notes.update(train_size=len(train_set), test_size=len(data.test))
         return Prepared(model, train, LoaderBatches(data.test, d.eval_batch_size, **loader),

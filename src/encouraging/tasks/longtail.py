@@ -28,12 +28,13 @@ from ..models import get_classifier, reset_classifier, unwrap_model
 from .image import ImageDataConfig, ImageTask
 
 GROUPS = ("many", "medium", "few")
+TASK_PROFILES = (*PROFILES, "none")  # none: the training split as given
 SAMPLINGS = ("instance", "class_balanced")
 
 
 @dataclass
 class LongTailDataConfig(ImageDataConfig):
-    profile: str = "exp"  # exp (Cao et al. 2019) | step
+    profile: str = "exp"  # exp (Cao et al. 2019) | step | none (already long-tailed: ImageNet-LT, iNaturalist)
     imbalance_ratio: float = 100.0  # n_max / n_min of the training split
     subset_seed: int = 0  # which examples each class keeps (the same for every loss and run seed)
     many_above: int = 100  # many-shot: more training examples than this (the paper's threshold)
@@ -89,8 +90,8 @@ class LongTailTask(ImageTask):
     def check(self) -> list[str]:
         d = self.cfg.data
         problems = super().check()
-        if d.profile not in PROFILES:
-            problems.append(f"data.profile must be one of {PROFILES}, got {d.profile!r}")
+        if d.profile not in TASK_PROFILES:
+            problems.append(f"data.profile must be one of {TASK_PROFILES}, got {d.profile!r}")
         if d.imbalance_ratio < 1:
             problems.append(f"data.imbalance_ratio must be >= 1, got {d.imbalance_ratio}")
         if d.posthoc_tau < 0:
@@ -144,8 +145,11 @@ class LongTailTask(ImageTask):
     def class_balanced_sampling(self) -> bool:
         return self.cfg.data.sampling == "class_balanced"
 
-    def select_train(self, labels: Tensor, num_classes: int, notes: dict) -> Tensor:
+    def select_train(self, labels: Tensor, num_classes: int, notes: dict) -> Tensor | None:
         d = self.cfg.data
+        if d.profile == "none":
+            notes["long_tail"] = f"the training split as given ({len(labels)} examples)"
+            return None
         keep = long_tail_indices(labels, num_classes, d.profile, d.imbalance_ratio, d.subset_seed)
         notes["long_tail"] = (f"{d.profile} profile, ratio {d.imbalance_ratio:g}: {len(keep)} of {len(labels)} "
                               "examples")

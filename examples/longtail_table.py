@@ -42,6 +42,8 @@ def main(db: str, recipe: str, pairs: list[str]) -> None:
             n = f"{len(v['acc'])}" + (f" (+{len(v['diverged'])} diverged)" if v["diverged"] else "")
             print(f"| {label} | {n} | " + " | ".join(mean_std_text(v[c].values(), 100) for c in COLUMNS) + " |")
         print("| difference | | " + " | ".join(compare(a[c], b[c]).format(100) for c in COLUMNS) + " |")
+    notes = store.runs(recipe=recipe)[0]["config"]["notes"]  # the same subset and groups for every run of a recipe
+    print(f"\n{notes.get('long_tail', '')}; {notes.get('groups', '')}")
 
 
 if __name__ == "__main__":

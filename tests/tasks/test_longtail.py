@@ -8,7 +8,7 @@ import torch
 from encouraging.data.longtail import long_tail_counts, long_tail_indices
 from encouraging.engine.config import Config, apply_overrides
 from encouraging.experiment import grid
-from encouraging.results import ResultsStore, table_rows
+from encouraging.results import ResultsStore, group_tables, table_rows, write_report
 from encouraging.tasks.longtail import shot_groups
 
 
@@ -64,6 +64,11 @@ def test_a_long_tailed_grid_reports_many_medium_few(tmp_path, data_root):
     assert set(rows) == {"CE", "LDAM (m=0.5, s=30) + EL (LE=0.75)"} and rows["CE"]["few_acc"] != "n/a"
     assert rows["CE"]["paper"] is None  # MNIST's balanced-data number is not a long-tailed one
     assert notes["train_size"] == sum(long_tail_counts(10, 5421, "exp", 50))  # MNIST's smallest class: 5421
+    # every table states the subset and the shot-group thresholds
+    thresholds = "(many: > 1000 training examples, few: < 300)"
+    assert thresholds in rows["CE"]["table_notes"] and "ratio 50" in rows["CE"]["table_notes"]
+    assert thresholds in write_report(store, tmp_path / "report").read_text()
+    assert thresholds in group_tables(store)[0]["caption"]
 
 
 def test_class_balanced_sampling_draws_every_class_equally_and_reproducibly():

@@ -57,6 +57,8 @@ class MetricSpec:
             (``("many_acc", "medium_acc", "few_acc")``).
         paper: the paper's name for the primary metric (``encouraging.results.paper``: ``"top1"``, ``"bleu"``),
             so reports can show the paper's number beside ours; ``""`` when the paper has none.
+        notes: keys of the run notes (:attr:`Prepared.notes`) that every table prints under it (the long-tailed
+            task's subset and shot-group thresholds).
     """
 
     primary: str = "acc"
@@ -65,16 +67,17 @@ class MetricSpec:
     scale: float = 100.0
     extra: tuple[str, ...] = ()
     paper: str = "top1"
+    notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "extra": list(self.extra)}
+        return {**asdict(self), "extra": list(self.extra), "notes": list(self.notes)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> MetricSpec:
         """The spec a run stored; runs recorded before specs were stored were top-1 accuracy."""
         if not data:
             return cls()
-        return cls(**{**data, "extra": tuple(data.get("extra", ()))})
+        return cls(**{**data, "extra": tuple(data.get("extra", ())), "notes": tuple(data.get("notes", ()))})
 
     def better(self, a: float, b: float) -> bool:
         """Whether ``a`` is strictly better than ``b``."""

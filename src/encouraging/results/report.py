@@ -62,6 +62,7 @@ class Metric:
     scale: float = 100.0
     extra: tuple[str, ...] = ()
     paper: str = "top1"  # the paper's name of the metric ("" if it has none)
+    notes: tuple[str, ...] = ()  # run notes printed under the table
 
     @classmethod
     def of(cls, run: Mapping[str, Any]) -> Metric:
@@ -69,7 +70,8 @@ class Metric:
         if not isinstance(data, Mapping):  # stored before tasks declared metrics: the image task's accuracy
             return cls()
         names = {f.name for f in fields(cls)}
-        return cls(**{**{k: v for k, v in data.items() if k in names}, "extra": tuple(data.get("extra", ()))})
+        return cls(**{**{k: v for k, v in data.items() if k in names}, "extra": tuple(data.get("extra", ())),
+                      "notes": tuple(data.get("notes", ()))})
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -195,6 +197,18 @@ class Group:
     @property
     def test_notes(self) -> list[str]:
         return sorted({r["test_note"] for row in self.rows for r in row.runs if r.get("test_note")})
+
+    @property
+    def table_notes(self) -> list[str]:
+        """The run notes the task asks every table to print (:attr:`Metric.notes`), each distinct text once."""
+        seen: dict[str, None] = {}
+        for key in self.metric.notes:
+            for row in self.rows:
+                for r in row.runs:
+                    text = ((r.get("config") or {}).get("notes") or {}).get(key)
+                    if text:
+                        seen.setdefault(str(text))
+        return list(seen)
 
     @cached_property
     def columns(self) -> list[str]:
@@ -363,7 +377,8 @@ def table_rows(store_or_path: ResultsStore | str | os.PathLike | list[Group], **
     Keys: recipe, dataset, model, task, metric (the primary metric's label), loss, loss_label, params, n, seeds;
     per shown column ``c`` of :data:`COLUMNS` (``selected`` only with a validation split, ``final``, ``best``):
     ``c`` (text), ``c_mean``, ``c_std``, ``vs_ce_c`` (text or None); ``selected_epoch_mean``, ``best_epoch_mean``;
-    each extra metric (text, at the selected epoch); paper (text or None), paper_note, test_note, signature.
+    each extra metric (text, at the selected epoch); paper (text or None), paper_note, test_note, table_notes (the
+    task's notes for every table, such as shot-group thresholds), signature.
     """
     groups = store_or_path if isinstance(store_or_path, list) else collect(store_or_path, **filters)
     out = []
@@ -389,6 +404,7 @@ def table_rows(store_or_path: ResultsStore | str | os.PathLike | list[Group], **
                 "paper": row.paper.format() if row.paper else None,
                 "paper_note": row.paper.describe() if row.paper else None,
                 "test_note": "; ".join(g.test_notes) or None,
+                "table_notes": "; ".join(g.table_notes) or None,
                 "signature": row.signature(),
             })
             out.append(item)
@@ -429,6 +445,8 @@ def group_tables(store_or_path: ResultsStore | str | os.PathLike | list[Group], 
                    "*best epoch chosen on the test set (the paper's protocol, optimistic)")
         if g.test_notes:
             caption = "test set: " + "; ".join(g.test_notes) + "\n" + caption
+        if g.table_notes:
+            caption = "; ".join(g.table_notes) + "\n" + caption
         comparisons = [f"{p.title}, {COLUMNS[c][1]}: {cmp.format(g.metric.scale, DIGITS)}: {cmp.verdict()}"
                        for p in g.pairs for c, cmp in p.comparisons.items()]
         notes = list(g.notes)
@@ -765,7 +783,8 @@ def write_report(
                        epoch_heading, "paper (their recipe)"]
             doc.table(headers, table, ["l", "l"] + ["r"] * (len(headers) - 2))
             notes = g.test_notes
-            doc.p("Test set: " + ("; ".join(notes) if notes else "not recorded in the run config."))
+            doc.p("Test set: " + ("; ".join(notes) if notes else "not recorded in the run config.")
+                  + "".join(f" {note[0].upper()}{note[1:]}." for note in g.table_notes))
             if footnotes:
                 doc.ul([f"[{i + 1}] {pn.format()}: {pn.describe()}" for i, pn in enumerate(footnotes)])
             diverged = [f"{row.loss_label} seed {r['seed']} (epoch {int(_float(r['final']['diverged_epoch']))})"

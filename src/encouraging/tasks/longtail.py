@@ -82,7 +82,8 @@ class LongTailTask(ImageTask):
     data_config = LongTailDataConfig
     model_config = LongTailModelConfig
     # no paper column: the paper's long-tailed numbers are iNaturalist's, not those of a balanced dataset's name
-    metrics = MetricSpec(extra=("many_acc", "medium_acc", "few_acc", "balanced_acc"), paper="")
+    metrics = MetricSpec(extra=("many_acc", "medium_acc", "few_acc", "balanced_acc"), paper="",
+                         notes=("long_tail", "groups"))  # the subset and the shot-group thresholds, under every table
     groups: dict[str, list[int]] | None = None  # set by setup()
     posthoc: Tensor | None = None  # tau log(prior) of the training split, subtracted at evaluation
     frozen: bool = False  # cRT's second stage: only the classifier trains

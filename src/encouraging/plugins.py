@@ -16,6 +16,7 @@ from importlib.metadata import entry_points
 BUILTIN = (
     "encouraging.tasks.image",
     "encouraging.tasks.longtail",
+    "encouraging.tasks.graph",
     "encouraging.evaluation.ood",  # report section: OOD detection
     "encouraging.evaluation.attacks",  # report section: robust accuracy
     "encouraging.analysis.render",  # report section: margins, energies, gradients, probes

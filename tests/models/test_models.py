@@ -33,13 +33,34 @@ def _size(name: str) -> int | None:
     return info.image_size if info.fixed_input else SMALL_SIZE
 
 
-def _input(name: str, batch: int = 2, in_channels: int | None = None) -> torch.Tensor:
+GRAPH_FEATURES = 5  # node features of the random graphs the graph networks get
+
+
+def _is_graph(name: str) -> bool:
+    return "graph" in get_model_info(name).tags
+
+
+def _graphs(batch: int):
+    """``batch`` random graphs of 6 nodes (a ring plus chords) as one PyG ``Batch``."""
+    data = pytest.importorskip("torch_geometric.data")
+    ring = torch.tensor([[i, (i + 1) % 6] for i in range(6)] + [[0, 3], [1, 4]]).T
+    edges = torch.cat([ring, ring.flip(0)], dim=1)
+    return data.Batch.from_data_list([data.Data(x=torch.randn(6, GRAPH_FEATURES), edge_index=edges)
+                                      for _ in range(batch)])
+
+
+def _input(name: str, batch: int = 2, in_channels: int | None = None):
+    if _is_graph(name):
+        return _graphs(batch)
     c = in_channels or get_model_info(name).in_channels
     size = _size(name)
     return torch.randn(batch, c) if size is None else torch.randn(batch, c, size, size)
 
 
 def _build(name: str, **kwargs) -> nn.Module:
+    if _is_graph(name):
+        pytest.importorskip("torch_geometric")
+        return create_model(name, num_classes=NUM_CLASSES, in_channels=GRAPH_FEATURES, **kwargs)
     return create_model(name, num_classes=NUM_CLASSES, image_size=_size(name), **kwargs)
 
 

@@ -10,11 +10,13 @@ analytic curve; label smoothing adds a dependence on the other probabilities.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ..losses import disable_checks
+from .outputs import first_batches
 
 P_EDGES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99, 0.999, 1.0)
 WELL_CLASSIFIED = 0.9  # p_y above this counts as well classified in the summaries
@@ -69,6 +71,36 @@ def per_example_grad_norms(model: nn.Module, criterion: nn.Module, x: Tensor, y:
     finally:
         model.train(was_training)
     return torch.cat(norms).float().cpu()
+
+
+def _looped_grad_norms(model: nn.Module, criterion: nn.Module, x: Any, y: Tensor, keep: int) -> Tensor:
+    """The first ``keep`` per-example gradient norms of one batch, one backward pass per example through the shared
+    forward graph: for inputs ``vmap`` cannot split (a PyG graph batch). Exact as long as the model in eval mode
+    lets no example influence another (true of BatchNorm in eval mode and of per-graph pooling)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    losses = criterion(model(x).float(), y)
+    norms = []
+    for i in range(keep):
+        grads = torch.autograd.grad(losses[i], params, retain_graph=i + 1 < keep, allow_unused=True)
+        norms.append(torch.stack([g.double().pow(2).sum() for g in grads if g is not None]).sum().sqrt())
+    return torch.stack(norms).float().cpu()
+
+
+def param_grad_norms(model: nn.Module, criterion: nn.Module, batches: Any, n: int) -> Tensor:
+    """Per-example parameter-gradient norms of the first ``n`` examples of ``batches`` (a source yielding
+    ``(inputs, target)``): :func:`per_example_grad_norms` for tensor inputs, one backward per example otherwise."""
+    was_training = model.training
+    model.eval()
+    parts = []
+    try:
+        for x, y, keep in first_batches(batches, n):
+            if isinstance(x, Tensor):
+                parts.append(per_example_grad_norms(model, criterion, x[:keep], y[:keep]))
+            else:
+                parts.append(_looped_grad_norms(model, criterion, x, y, keep))
+    finally:
+        model.train(was_training)
+    return torch.cat(parts)
 
 
 def gradient_rows(criterion: nn.Module, logits: Tensor, target: Tensor, split: str, *,

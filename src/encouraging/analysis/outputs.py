@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -24,14 +25,15 @@ class Outputs:
         return len(self.target)
 
 
-def first_batches(batches, n: int | None) -> Iterator[tuple[Tensor, Tensor]]:
-    """The batches of ``batches.epoch(0)``, cut after the first ``n`` examples (all of them when ``n`` is None)."""
+def first_batches(batches, n: int | None) -> Iterator[tuple[Any, Tensor, int]]:
+    """``(inputs, target, keep)`` for the batches of ``batches.epoch(0)`` up to the first ``n`` examples (all when
+    ``n`` is None): a batch's first ``keep`` examples count. Inputs are not cut (a graph batch cannot be sliced like
+    a tensor): callers keep the first ``keep`` rows of what they compute."""
     seen = 0
     for x, y in batches.epoch(0):
-        if n is not None:
-            x, y = x[: n - seen], y[: n - seen]
-        seen += len(y)
-        yield x, y
+        keep = len(y) if n is None else min(len(y), n - seen)
+        seen += keep
+        yield x, y, keep
         if n is not None and seen >= n:  # stop before the source prepares another batch
             return
 
@@ -51,15 +53,15 @@ def collect_outputs(model: nn.Module, batches, *, with_features: bool = True, ma
     head = get_classifier(model) if with_features else None
     logits, targets, feats = [], [], []
     try:
-        for x, y in first_batches(batches, max_examples):
+        for x, y, keep in first_batches(batches, max_examples):
             if head is not None:
-                f = penultimate(model, x)
+                f = penultimate(model, x)[:keep]
                 out = head(f)
                 feats.append(f.float().cpu())
             else:
-                out = model(x)
+                out = model(x)[:keep]
             logits.append(out.float().cpu())
-            targets.append(y.cpu())
+            targets.append(y[:keep].cpu())
     finally:
         model.train(was_training)
     if not targets:

@@ -13,15 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..experiment.evaluate import store_for
 from ..experiment.loading import LoadedRun, load_run
 from ..results import Doc
 from .energy import energy_rows
-from .gradients import gradient_rows, per_example_grad_norms
+from .gradients import gradient_rows, param_grad_norms
 from .margins import margin_rows
-from .outputs import Outputs, collect_outputs, first_batches
+from .outputs import Outputs, collect_outputs
 from .per_class import per_class_rows
 from .probe import ProbeConfig, knn_accuracy, linear_probe
 from .render import KINDS, render_analyses
@@ -71,11 +69,8 @@ def analyze_run(run: LoadedRun, config: AnalysisConfig = AnalysisConfig()) -> di
         rows["energy"] = [r for s, o in outputs.items() for r in energy_rows(o.logits, o.target, s, classes)]
     if "gradient" in config.kinds:
         criterion = run.criterion()
-        norms = None
-        if config.grad_examples:
-            xs, ys = zip(*first_batches(sources["train"], config.grad_examples), strict=True)
-            x, y = torch.cat(xs), torch.cat(ys)
-            norms = per_example_grad_norms(run.model, criterion, x, y)
+        norms = param_grad_norms(run.model, criterion, sources["train"], config.grad_examples) \
+            if config.grad_examples else None
         rows["gradient"] = [r for s, o in outputs.items()
                             for r in gradient_rows(criterion, o.logits, o.target, s,
                                                    param_norms=norms if s == "train" else None)]

@@ -9,6 +9,7 @@ uninterrupted one would, and both shard each global batch across the ranks of a 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -155,19 +156,24 @@ class TensorBatches:
 
 class LoaderBatches:
     """A ``DataLoader`` over a map-style dataset, sharded with ``DistributedSampler`` and moved to the device;
-    with ``balance_by`` (the training labels) sampled class-balanced instead (:class:`ClassBalancedSampler`)."""
+    with ``balance_by`` (the training labels) sampled class-balanced instead (:class:`ClassBalancedSampler`).
+    ``collate_fn`` builds a batch (default: stacking); it must return ``(inputs, target)`` whose parts have
+    ``.to(device)`` (tensors, a PyG ``Batch``). Training drops the last incomplete batch unless ``drop_last=False``
+    (small datasets such as the TU graphs keep every example in every epoch)."""
 
     def __init__(self, dataset: Dataset, batch_size: int, *, train: bool, seed: int = 0, world: World = SINGLE,
-                 num_workers: int = 2, device: torch.device | str = "cpu", balance_by: Tensor | None = None) -> None:
+                 num_workers: int = 2, device: torch.device | str = "cpu", balance_by: Tensor | None = None,
+                 collate_fn: Any = None, drop_last: bool | None = None) -> None:
         self.device = torch.device(device)
         if balance_by is not None and len(balance_by) != len(dataset):
             raise ValueError(f"balance_by has {len(balance_by)} labels for {len(dataset)} examples")
+        drop_last = train if drop_last is None else drop_last
         self.sampler = (ClassBalancedSampler(balance_by, seed=seed, world=world) if balance_by is not None else
                         DistributedSampler(dataset, num_replicas=world.size, rank=world.rank, shuffle=train,
-                                           seed=seed, drop_last=train))
+                                           seed=seed, drop_last=drop_last))
         self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, num_workers=num_workers,
-                                 drop_last=train, pin_memory=self.device.type == "cuda",
-                                 persistent_workers=num_workers > 0)
+                                 drop_last=drop_last, pin_memory=self.device.type == "cuda",
+                                 persistent_workers=num_workers > 0, collate_fn=collate_fn)
 
     def __len__(self) -> int:
         return len(self.loader)

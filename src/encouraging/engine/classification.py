@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .distributed import SINGLE, World, all_reduce_sum
-from .task import Batches, Step
+from .task import Batches, Step, Task
 
 
 def classification_step(logits: Tensor, target: Tensor, criterion: nn.Module, *, log_end: float = 0.75) -> Step:
@@ -62,3 +62,20 @@ def classification_eval(logits: Callable[[object], Tensor], batches: Batches, nu
     loss, hits, counts = class_totals(logits, batches, num_classes, device=device, world=world)
     n = float(counts.sum())
     return {"loss": loss / n, "acc": float(hits.sum()) / n}
+
+
+class ClassificationTask(Task):
+    """A task whose batches are ``(inputs, target)`` pairs and whose model maps inputs to logits ``(N, C)``: the
+    step is :func:`classification_step` under the criterion, the evaluation :func:`classification_eval` of
+    :meth:`~Task.prediction_logits`. Subclasses implement :meth:`~Task.setup` and set :attr:`num_classes` there."""
+
+    num_classes: int = 0
+
+    def training_step(self, model: nn.Module, batch: tuple, criterion: nn.Module) -> Step:
+        x, y = batch
+        log_end = float(getattr(criterion, "log_end", self.cfg.loss.log_end))
+        return classification_step(self.logits(model, x), y, criterion, log_end=log_end)
+
+    def evaluate(self, model: nn.Module, batches: Batches) -> dict[str, float]:
+        return classification_eval(lambda x: self.prediction_logits(model, x), batches, self.num_classes,
+                                   device=self.device, world=self.world)

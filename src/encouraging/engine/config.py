@@ -89,6 +89,7 @@ class TrainConfig:
     deterministic: bool = False  # deterministic algorithms (slower on GPU)
     threads: int = 0  # torch CPU threads (0 = torch's default)
     patience: int = 0  # early stopping: stop after this many epochs without a better validation metric (0 = off)
+    select_on: str = ""  # the validation metric selection and patience use: "" (the task's primary) | loss
     on_diverge: str = "stop"  # a non-finite training loss: stop (the run is stored as diverged) | continue
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
 

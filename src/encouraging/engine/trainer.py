@@ -14,8 +14,9 @@ metrics, which reports count and leave out of every mean); ``train.on_diverge=st
 ``continue`` trains on.
 
 **Model selection.** With a validation split the reported epoch is the one with the best validation value of the
-task's primary metric (the first such epoch); ``train.patience`` > 0 stops training after that many epochs without
-a better one. Without a validation split the last epoch is reported. The best *test* value over epochs (the
+task's primary metric (the first such epoch), or with ``train.select_on=loss`` the lowest validation loss (as the
+SAGPool code selects); ``train.patience`` > 0 stops training after that many epochs without a better one.
+Without a validation split the last epoch is reported. The best *test* value over epochs (the
 paper's protocol, which selects on the test set) is kept as ``best_test_<metric>``, a labelled extra column.
 """
 
@@ -142,7 +143,8 @@ class Trainer:
                         save_checkpoint(self.state(epoch + 1), self.checkpoint_path)
                 barrier(self.world)
                 bar.end_epoch(epoch, metrics)
-        return final_metrics(self.history, self.spec, has_val=self.prepared.val is not None)
+        return final_metrics(self.history, self.spec, has_val=self.prepared.val is not None,
+                             select_on=self.cfg.train.select_on)
 
     def train_epoch(self, epoch: int, advance: Callable[[], None] = lambda: None) -> dict[str, float]:
         self.task.train_mode(self.model)
@@ -201,7 +203,7 @@ class Trainer:
         patience = self.cfg.train.patience
         if patience <= 0 or self.prepared.val is None or not self.history:
             return False
-        best = selected_epoch(self.history, self.spec, "val")
+        best = selected_epoch(self.history, selection_spec(self.spec, self.cfg.train.select_on), "val")
         return self.history[-1]["epoch"] - best >= patience
 
 
@@ -221,7 +223,13 @@ def selected_epoch(history: list[dict[str, float]], spec: MetricSpec, split: str
     return int((best or history[-1])["epoch"])
 
 
-def final_metrics(history: list[dict[str, float]], spec: MetricSpec, *, has_val: bool) -> dict[str, Any]:
+def selection_spec(spec: MetricSpec, select_on: str = "") -> MetricSpec:
+    """The metric the reported epoch is selected on: the task's primary one, or the loss (lower is better)."""
+    return MetricSpec(primary="loss", higher_is_better=False) if select_on == "loss" else spec
+
+
+def final_metrics(history: list[dict[str, float]], spec: MetricSpec, *, has_val: bool,
+                  select_on: str = "") -> dict[str, Any]:
     """The run's reported numbers from its per-epoch history.
 
     ``selected_test_<p>`` is the test value at the selected epoch (``selected_epoch``: best on validation, or the
@@ -234,7 +242,7 @@ def final_metrics(history: list[dict[str, float]], spec: MetricSpec, *, has_val:
     p, by_epoch = spec.primary, {int(m["epoch"]): m for m in history}
     last = history[-1]
     best = by_epoch[selected_epoch(history, spec, "test")]
-    chosen = by_epoch[selected_epoch(history, spec, "val")] if has_val else last
+    chosen = by_epoch[selected_epoch(history, selection_spec(spec, select_on), "val")] if has_val else last
     out: dict[str, Any] = {
         f"best_test_{p}": best[f"test_{p}"],
         "best_epoch": best["epoch"],
@@ -246,6 +254,8 @@ def final_metrics(history: list[dict[str, float]], spec: MetricSpec, *, has_val:
     }
     if has_val:
         out[f"selected_val_{p}"] = chosen[f"val_{p}"]
+        if select_on:
+            out[f"selected_val_{select_on}"] = chosen[f"val_{select_on}"]
     for key, value in last.items():
         if key.startswith(("test_", "val_")) or key in ("train_acc", "p_target"):
             out.setdefault(f"final_{key}", value)

@@ -7,6 +7,7 @@ training, and the checkpoint's weights are loaded after checking that they belon
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from ..engine.checkpoint import CheckpointError, load_checkpoint
-from ..engine.config import Config, config_hash, load_config
+from ..engine.config import Config, apply_overrides, config_hash, load_config
 from ..engine.criteria import build_criterion, build_schedule, loss_label
 from ..engine.runtime import select_device
 from ..engine.task import Prepared, Task, build_task
@@ -87,8 +88,12 @@ def load_run(path: str | Path, *, device: str | torch.device = "auto", data_root
     """
     load_plugins()
     run_dir, checkpoint = _locate(path)
+    cfg = load_config(run_dir / "config.yaml")
+    fields = {f.name for f in dataclasses.fields(cfg.data)}
     overrides = [f"--data.root={data_root}"] if data_root else []
-    cfg = load_config(run_dir / "config.yaml", overrides + ["--data.download=false"])
+    if "download" in fields:  # a trained run's data is where it was: never fetch it again
+        overrides.append("--data.download=false")
+    cfg = apply_overrides(cfg, overrides)
     dev = select_device(str(device))
     state = load_checkpoint(checkpoint, map_location=dev)
     if state.get("config_hash") != config_hash(cfg) or state.get("seed") != cfg.train.seed:

@@ -8,6 +8,7 @@ Depends on torch (torchvision for the ResNets and EfficientNet, timm optionally)
 10
 """
 
+from . import graphs as _graphs  # noqa: F401  (registers the graph networks; PyG is imported when one is built)
 from . import nets as _nets  # noqa: F401  (registers the models)
 from . import tv as _tv  # noqa: F401
 from .heads import features, get_classifier, head_paths, reset_classifier, unwrap_model

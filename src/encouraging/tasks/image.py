@@ -19,8 +19,8 @@ from torch.utils.data import Subset
 from ..data import TEST_SETS, load_image_dataset
 from ..engine.adversarial import TRAIN_ATTACKS, build_perturbation
 from ..engine.batches import AUGMENTS, LoaderBatches, TensorBatches
-from ..engine.classification import classification_eval, classification_step
-from ..engine.task import DataStats, Prepared, Step, Task, class_counts, holdout, register_task
+from ..engine.classification import ClassificationTask
+from ..engine.task import DataStats, Prepared, Step, class_counts, holdout, register_task
 from ..models import create_model
 
 SUBSET_SEED = 0  # the same subset for every loss and seed: only the loss differs between runs
@@ -56,12 +56,11 @@ def _subset(x: Tensor, y: Tensor, n: int) -> tuple[Tensor, Tensor]:
 
 
 @register_task
-class ImageTask(Task):
+class ImageTask(ClassificationTask):
     name = "image"
     description = "image classification (torchvision datasets, array folders, image folders)"
     data_config = ImageDataConfig
     perturb: Any = None  # train.adversarial's attack, built by setup()
-    num_classes: int = 0  # set by setup()
 
     def check(self) -> list[str]:
         d, adv = self.cfg.data, self.cfg.train.adversarial
@@ -156,12 +155,7 @@ class ImageTask(Task):
         return False
 
     def training_step(self, model: nn.Module, batch: Any, criterion: nn.Module) -> Step:
-        x, y = batch
-        if self.perturb is not None:
-            x = self.perturb(x, y)
-        log_end = float(getattr(criterion, "log_end", self.cfg.loss.log_end))
-        return classification_step(self.logits(model, x), y, criterion, log_end=log_end)
-
-    def evaluate(self, model: nn.Module, batches: Any) -> dict[str, float]:
-        return classification_eval(lambda x: self.prediction_logits(model, x), batches, self.num_classes,
-                                   device=self.device, world=self.world)
+        if self.perturb is not None:  # train.adversarial: the step sees the attacked batch
+            x, y = batch
+            batch = (self.perturb(x, y), y)
+        return super().training_step(model, batch, criterion)

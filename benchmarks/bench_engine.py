@@ -7,13 +7,16 @@
    interleaved and the medians compared (target: <= 1.05x).
 2. The training-epoch time of the quick MNIST and CIFAR-10 recipes (first epoch discarded as warm-up when
    ``--recipe-epochs`` > 1).
-3. ``--resnet18 DATASET`` (GPU): ResNet-18 (CIFAR stem) training throughput on a CIFAR-10 array folder or
+3. ``--graph DATASET``: the same comparison for the graph task (the paper's SAGPool network on a TU dataset's
+   training split, batch 128): the engine's epoch, PyG collation through its ``LoaderBatches`` included, against a
+   bare loop over PyG's own ``DataLoader`` (forward, ``F.cross_entropy``, backward, step); target: <= 1.10x.
+4. ``--resnet18 DATASET`` (GPU): ResNet-18 (CIFAR stem) training throughput on a CIFAR-10 array folder or
    registry name, batch 128, flips and crops on the device, with bf16 autocast and ``torch.compile`` each on and
    off; the first epoch (compilation, cuDNN autotuning) is discarded, and the 50k-image epoch time is derived
    from the measured images per second.
 
     python benchmarks/bench_engine.py [--device cpu|cuda] [--repeats 5] [--steps 60] [--recipes]
-                                      [--resnet18 cifar10|PATH]
+                                      [--graph PROTEINS] [--resnet18 cifar10|PATH]
 """
 
 from __future__ import annotations
@@ -93,6 +96,43 @@ def overhead(device: torch.device, repeats: int, steps: int, model_name: str) ->
             "ratio": engine / bare}
 
 
+def graph_overhead(device: torch.device, repeats: int, dataset: str) -> dict[str, float]:
+    from torch_geometric.loader import DataLoader
+
+    cfg = apply_overrides(load_config(ROOT / "configs/paper/proteins_sagpool.yaml"),
+                          [f"--data.dataset={dataset}", f"--train.device={device}", "--train.amp=fp32"])
+    torch.manual_seed(0)
+    task = build_task(cfg, device)
+    prepared = task.setup()
+    trainer = Trainer(task, prepared, nn.CrossEntropyLoss(), quiet=True)
+    graphs = prepared.train.loader.dataset
+    model = prepared.model.to(device)
+    bare_opt = torch.optim.Adam(model.parameters(), lr=5e-4, weight_decay=1e-4)
+
+    def bare_epoch_graphs(epoch: int) -> None:
+        model.train()
+        torch.manual_seed(epoch)
+        for data in DataLoader(graphs, batch_size=cfg.data.batch_size, shuffle=True):
+            data = data.to(device)
+            loss = F.cross_entropy(model(data), data.y)
+            bare_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            bare_opt.step()
+
+    times: dict[str, list[float]] = {"bare": [], "engine": []}
+    for r in range(repeats + 1):  # the first round is a warm-up
+        for name in ("bare", "engine"):
+            _sync(device)
+            start = time.perf_counter()
+            bare_epoch_graphs(r) if name == "bare" else trainer.train_epoch(r)
+            _sync(device)
+            if r:
+                times[name].append(time.perf_counter() - start)
+    bare, engine = statistics.median(times["bare"]), statistics.median(times["engine"])
+    return {"dataset": dataset, "graphs": len(graphs), "steps": len(prepared.train), "bare_ms": 1e3 * bare,
+            "engine_ms": 1e3 * engine, "ratio": engine / bare}
+
+
 def timed_epochs(cfg, device: torch.device, epochs: int) -> tuple[Any, list[float]]:
     """Prepare the recipe's task and time ``epochs`` training epochs of the engine (seconds each)."""
     torch.manual_seed(0)
@@ -139,6 +179,7 @@ def main() -> None:
     parser.add_argument("--recipes", action="store_true", help="also time the quick recipes' epochs")
     parser.add_argument("--recipe-epochs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--graph", default=None, help="a TU dataset (PROTEINS, NCI1) for the graph-task table")
     parser.add_argument("--resnet18", default=None, help="CIFAR-10 name or array folder for the ResNet-18 table")
     args = parser.parse_args()
     if args.threads:
@@ -157,6 +198,11 @@ def main() -> None:
             row = recipe_epoch(ROOT / f"configs/quick/{name}.yaml", device, args.recipe_epochs)
             print(f"{row['recipe']:<16}{row['model']:<18}{row['train_examples']:>7}{row['steps']:>7}"
                   f"{row['epoch_s']:>9.1f}")
+    if args.graph:
+        row = graph_overhead(device, args.repeats, args.graph)
+        print(f"\ngraph task, SAGPool, {row['dataset']} training split ({row['graphs']} graphs, {row['steps']} steps)")
+        print(f"{'bare_ms/epoch':>14}{'engine_ms/epoch':>16}{'engine/bare':>13}")
+        print(f"{row['bare_ms']:>14.1f}{row['engine_ms']:>16.1f}{row['ratio']:>12.3f}x")
     if args.resnet18:
         print(f"\nResNet-18 (CIFAR stem), batch 128, {args.resnet18}")
         print(f"{'amp':<6}{'compile':>8}{'images/s':>10}{'epoch_50k_s':>13}{'first_epoch_s':>15}")

@@ -40,18 +40,25 @@ def _is_graph(name: str) -> bool:
     return "graph" in get_model_info(name).tags
 
 
-def _graphs(batch: int):
-    """``batch`` random graphs of 6 nodes (a ring plus chords) as one PyG ``Batch``."""
+def _graphs(batch: int, molecules: bool = False):
+    """``batch`` random graphs of 6 nodes (a ring plus chords) as one PyG ``Batch``; ``molecules``: OGB's integer
+    atom (9) and bond (3) features instead of float node features."""
     data = pytest.importorskip("torch_geometric.data")
     ring = torch.tensor([[i, (i + 1) % 6] for i in range(6)] + [[0, 3], [1, 4]]).T
     edges = torch.cat([ring, ring.flip(0)], dim=1)
-    return data.Batch.from_data_list([data.Data(x=torch.randn(6, GRAPH_FEATURES), edge_index=edges)
-                                      for _ in range(batch)])
+
+    def one():
+        if molecules:
+            return data.Data(x=torch.randint(0, 2, (6, 9)), edge_index=edges,
+                             edge_attr=torch.randint(0, 2, (edges.shape[1], 3)))
+        return data.Data(x=torch.randn(6, GRAPH_FEATURES), edge_index=edges)
+
+    return data.Batch.from_data_list([one() for _ in range(batch)])
 
 
 def _input(name: str, batch: int = 2, in_channels: int | None = None):
     if _is_graph(name):
-        return _graphs(batch)
+        return _graphs(batch, molecules="molecule" in get_model_info(name).tags)
     c = in_channels or get_model_info(name).in_channels
     size = _size(name)
     return torch.randn(batch, c) if size is None else torch.randn(batch, c, size, size)
@@ -59,7 +66,7 @@ def _input(name: str, batch: int = 2, in_channels: int | None = None):
 
 def _build(name: str, **kwargs) -> nn.Module:
     if _is_graph(name):
-        pytest.importorskip("torch_geometric")
+        pytest.importorskip("ogb" if "molecule" in get_model_info(name).tags else "torch_geometric")
         return create_model(name, num_classes=NUM_CLASSES, in_channels=GRAPH_FEATURES, **kwargs)
     return create_model(name, num_classes=NUM_CLASSES, image_size=_size(name), **kwargs)
 

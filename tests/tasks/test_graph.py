@@ -167,3 +167,18 @@ def test_bad_graph_configs_are_refused_before_training(tu_root, tmp_path):
         run(_graph_cfg(tu_root, "--data.split=[0.9, 0.1, 0.0]"), out_dir=tmp_path, db=None)
     with pytest.raises(ConfigError, match="train.select_on must be"):
         run(_graph_cfg(tu_root, "--train.select_on=acc"), out_dir=tmp_path, db=None)
+
+
+def test_image_evaluations_refuse_graph_runs_with_a_clear_message(tu_root, tmp_path, capsys):
+    from encouraging.cli import main
+    from encouraging.experiment import run, run_dir_for
+
+    cfg = _graph_cfg(tu_root, "--train.epochs=1")
+    run(cfg, out_dir=tmp_path / "runs", db=None, quiet=True)
+    where = run_dir_for(cfg, tmp_path / "runs")
+    assert main(["eval", "ood", str(where), "--ood", "fashion_mnist", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"eval ood: {where} is a 'graph' run; ood evaluation reads the runs of tasks image, longtail only" in \
+        " ".join(err.split())
+    assert main(["eval", "attack", str(where), "--attack", "fgsm", "--eps", "0.1", "--out", str(tmp_path / "a")]) == 2
+    assert "is a 'graph' run" in capsys.readouterr().err

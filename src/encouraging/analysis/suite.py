@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..experiment.evaluate import store_for
+from ..experiment.evaluate import check_evaluation, store_for
 from ..experiment.loading import LoadedRun, load_run
 from ..results import Doc
 from .energy import energy_rows
@@ -104,6 +104,8 @@ def analyze(runs: Iterable[str | os.PathLike | LoadedRun], out_dir: str | os.Pat
     out.mkdir(parents=True, exist_ok=True)
     collected: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
     described = []
+    runs = list(runs)
+    check_evaluation([str(item.run_dir if isinstance(item, LoadedRun) else item) for item in runs], "analyze")
     for item in runs:
         run = item if isinstance(item, LoadedRun) else load_run(item, device=device, data_root=data_root)
         if not quiet:

@@ -64,6 +64,26 @@ def classification_eval(logits: Callable[[object], Tensor], batches: Batches, nu
     return {"loss": loss / n, "acc": float(hits.sum()) / n}
 
 
+def binary_step(logits: Tensor, target: Tensor, criterion: nn.Module, *, log_end: float = 0.75) -> Step:
+    """A multi-label / multi-task binary step (OGB molecules): ``criterion`` (mean over the labelled entries) on the
+    entries of ``target`` that are not NaN, with the diagnostics of :func:`classification_step` per labelled entry:
+    ``train_ce`` is the binary cross-entropy, ``p_target`` the probability of the true label, ``train_acc`` the
+    share of entries right at threshold 0.5."""
+    labelled = ~torch.isnan(target)
+    z, y = logits[labelled], target[labelled]
+    loss = criterion(z, y)
+    with torch.no_grad():
+        n = y.numel()
+        p_y = torch.where(y > 0.5, torch.sigmoid(z), torch.sigmoid(-z))
+        bce = F.binary_cross_entropy_with_logits(z, y, reduction="sum")
+        bonus = (loss.detach() * n).double() - bce.double()
+        if getattr(criterion, "bonus_scale", None) == 0.0:
+            bonus = torch.zeros_like(bonus)
+        right, past = torch.stack([((z > 0) == (y > 0.5)).float(), (p_y > log_end).float()]).sum(1)
+    return Step(loss, n, {"train_ce": bce, "train_bonus": bonus, "train_acc": right, "p_target": p_y.sum(),
+                          "frac_past_log_end": past})
+
+
 class ClassificationTask(Task):
     """A task whose batches are ``(inputs, target)`` pairs and whose model maps inputs to logits ``(N, C)``: the
     step is :func:`classification_step` under the criterion, the evaluation :func:`classification_eval` of

@@ -62,3 +62,13 @@ def barrier(world: World) -> None:
 def shutdown(world: World) -> None:
     if world.active and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def gather_rows(tensor: torch.Tensor, world: World) -> torch.Tensor:
+    """Every rank's rows of ``tensor`` (CPU), concatenated in rank order (itself when not distributed): for metrics
+    that do not decompose into sums, such as ROC-AUC."""
+    if not world.active:
+        return tensor
+    parts: list = [None] * world.size
+    dist.all_gather_object(parts, tensor.cpu())
+    return torch.cat(parts)

@@ -131,6 +131,9 @@ class Task:
     data_config: ClassVar[type]  # the dataclass of the config's `data` section
     model_config: ClassVar[type] = ModelConfig
     metrics: ClassVar[MetricSpec] = MetricSpec()
+    # what reads this task's trained runs: "ood", "attack" (`encouraging eval`: image inputs), "analyze" (the
+    # analyses: one class index per example)
+    evaluations: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: Config, device: torch.device | str = "cpu", world: World = SINGLE) -> None:
         self.cfg, self.device, self.world = cfg, torch.device(device), world

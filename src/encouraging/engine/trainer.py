@@ -122,7 +122,8 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train from ``start_epoch`` to the end (or until early stopping); return the final metrics."""
         epochs = self.cfg.train.epochs
-        with Progress(self.title, epochs, len(self.train_batches), quiet=self.quiet, main=self.world.main) as bar:
+        with Progress(self.title, epochs, len(self.train_batches), quiet=self.quiet, main=self.world.main,
+                      primary=self.spec.primary, percent=self.spec.scale == 100) as bar:
             for epoch in range(self.start_epoch, epochs):
                 if self.stopped_early() or self.stopped_diverged():
                     break

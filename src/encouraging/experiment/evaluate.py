@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.adversarial import default_spec
+from ..engine.config import load_config
+from ..engine.task import get_task, list_tasks
 from ..evaluation.attacks import evaluate_attacks, masking_signs, plot_robustness, save_attacks
 from ..evaluation.ood import DETECTORS, evaluate_ood, plot_histograms, save_ood
 from ..evaluation.ood_metrics import POSITIVES
@@ -46,6 +48,18 @@ def resolve_runs(items: Iterable[str | os.PathLike], recipe: str | None = None) 
     if not runs:
         raise ValueError("give at least one run directory or results database")
     return runs, db
+
+
+def check_evaluation(runs: list[str], kind: str) -> None:
+    """Refuse, before any run is loaded, a run whose task's inputs the evaluation ``kind`` cannot read."""
+    for path in runs:
+        run_dir = Path(path) if Path(path).is_dir() else Path(path).parent
+        task = load_config(run_dir / "config.yaml").task
+        if kind not in get_task(task).evaluations:
+            able = sorted(name for name in list_tasks() if kind in get_task(name).evaluations)
+            raise ValueError(f"{'analyze' if kind == 'analyze' else f'eval {kind}'}: {run_dir} is a {task!r} run; "
+                             f"{kind} {'reads' if kind == 'analyze' else 'evaluation reads'} the runs of tasks "
+                             f"{', '.join(able)} only")
 
 
 def store_for(run: LoadedRun, db: str | os.PathLike | None) -> ResultsStore | None:
@@ -99,6 +113,7 @@ def eval_ood(items: Iterable[str], ood: list[str], *, detectors: list[str] | Non
         raise ValueError(f"detectors must be among {sorted(DETECTORS)} (got unknown {unknown}), positive one of "
                          f"{POSITIVES} (got {positive!r}), and at least one OOD set (got {ood})")
     runs, named_db = resolve_runs(items, recipe)
+    check_evaluation(runs, "ood")
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     hists: dict[str, list[dict]] = {}  # run id -> histogram rows
@@ -133,6 +148,7 @@ def eval_attacks(items: Iterable[str], attacks: list[str], eps: list[float], *, 
         for e in eps:
             default_spec(name, e, norm=norm, steps=steps, alpha=alpha)
     runs, named_db = resolve_runs(items, recipe)
+    check_evaluation(runs, "attack")
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
 

@@ -1,4 +1,5 @@
-"""Graph classifiers on PyTorch Geometric: the paper's SAGPool network and a GIN baseline.
+"""Graph classifiers on PyTorch Geometric: the paper's SAGPool network, a GIN baseline, and OGB's GIN with a virtual
+node for molecules.
 
 Both take a PyG ``Batch`` (``x``, ``edge_index``, ``batch``) and return logits ``(num_graphs, C)``; like the
 package's other networks they are :class:`~encouraging.models.nets.ClassifierNet`\\ s (``forward_features`` gives
@@ -77,6 +78,55 @@ class GINNet(ClassifierNet):
         return F.dropout(F.relu(self.lin(x)), self.dropout, self.training)
 
 
+def _mlp(dim: int, out: int, final_act: bool) -> nn.Sequential:
+    """``Linear(dim, 2 dim)`` + BN + ReLU + ``Linear(2 dim, out)`` (+ BN + ReLU when ``final_act``)."""
+    layers: list[nn.Module] = [nn.Linear(dim, 2 * dim), nn.BatchNorm1d(2 * dim), nn.ReLU(), nn.Linear(2 * dim, out)]
+    return nn.Sequential(*layers, *([nn.BatchNorm1d(out), nn.ReLU()] if final_act else []))
+
+
+class VirtualNodeGIN(ClassifierNet):
+    """OGB's ``gin-virtual`` baseline for molecules (Hu et al. 2020): atom and bond features embedded with ogb's
+    ``AtomEncoder`` / ``BondEncoder``, ``layers`` GIN layers with edge features (PyG ``GINEConv``, learnable eps,
+    MLP ``h -> 2h -> h``) each followed by batch norm, ReLU (not after the last) and dropout; a virtual node joined
+    to every atom (its embedding added to the atoms before each layer, updated by an MLP of its sum with the summed
+    atoms after each layer but the last); mean pooling; a linear layer to one logit per task."""
+
+    def __init__(self, num_classes: int, in_channels: int = 9, *, hidden: int = 300, layers: int = 5,
+                 dropout: float = 0.5) -> None:
+        super().__init__()
+        from ogb.graphproppred.mol_encoder import AtomEncoder, BondEncoder
+        from torch_geometric.nn import GINEConv
+
+        if layers < 2 or hidden < 1 or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"need layers >= 2, hidden >= 1, 0 <= dropout < 1; got {layers}, {hidden}, {dropout}")
+        self.atoms = AtomEncoder(hidden)
+        self.bonds = nn.ModuleList(BondEncoder(hidden) for _ in range(layers))
+        self.convs = nn.ModuleList(GINEConv(_mlp(hidden, hidden, False), train_eps=True) for _ in range(layers))
+        self.norms = nn.ModuleList(nn.BatchNorm1d(hidden) for _ in range(layers))
+        self.virtual = nn.Embedding(1, hidden)
+        nn.init.zeros_(self.virtual.weight)
+        self.virtual_mlps = nn.ModuleList(_mlp(hidden, hidden, True) for _ in range(layers - 1))
+        self.dropout = dropout
+        self.classifier = nn.Linear(hidden, num_classes)
+
+    def forward_features(self, data: Any) -> Tensor:
+        from torch_geometric.nn import global_add_pool, global_mean_pool
+
+        batch = data.batch
+        virtual = self.virtual(torch.zeros(int(batch.max()) + 1, dtype=torch.long, device=batch.device))
+        h = self.atoms(data.x)
+        last = len(self.convs) - 1
+        for i, (conv, bonds, norm) in enumerate(zip(self.convs, self.bonds, self.norms, strict=True)):
+            h = h + virtual[batch]
+            out = norm(conv(h, data.edge_index, bonds(data.edge_attr)))
+            out = F.dropout(out if i == last else F.relu(out), self.dropout, self.training)
+            if i < last:
+                virtual = F.dropout(self.virtual_mlps[i](global_add_pool(h, batch) + virtual), self.dropout,
+                                    self.training)
+            h = out
+        return global_mean_pool(h, batch)
+
+
 @register_model(in_channels=0, image_size=None, tags=("graph", "paper"))
 def sagpool(num_classes: int = 2, in_channels: int = 3, image_size: None = None, **kwargs: Any) -> SAGPoolNet:
     """The paper's graph network: SAGPool (hierarchical), 3 x GCNConv(128) + SAGPooling(0.5), MLP head (PyG)."""
@@ -87,3 +137,9 @@ def sagpool(num_classes: int = 2, in_channels: int = 3, image_size: None = None,
 def gin(num_classes: int = 2, in_channels: int = 3, image_size: None = None, **kwargs: Any) -> GINNet:
     """A GIN baseline for graph classification: 5 GINConv layers (64), sum pooling, MLP head (PyG)."""
     return GINNet(num_classes, in_channels, **kwargs)
+
+
+@register_model(in_channels=9, image_size=None, tags=("graph", "molecule"))
+def gin_virtual(num_classes: int = 1, in_channels: int = 9, image_size: None = None, **kwargs: Any) -> VirtualNodeGIN:
+    """OGB's gin-virtual molecule baseline: 5 GIN layers (300) with bond features and a virtual node (PyG, ogb)."""
+    return VirtualNodeGIN(num_classes, in_channels, **kwargs)

@@ -60,6 +60,7 @@ class ImageTask(ClassificationTask):
     name = "image"
     description = "image classification (torchvision datasets, array folders, image folders)"
     data_config = ImageDataConfig
+    evaluations = ("ood", "attack", "analyze")
     perturb: Any = None  # train.adversarial's attack, built by setup()
 
     def check(self) -> list[str]:

@@ -182,3 +182,14 @@ def test_image_evaluations_refuse_graph_runs_with_a_clear_message(tu_root, tmp_p
         " ".join(err.split())
     assert main(["eval", "attack", str(where), "--attack", "fgsm", "--eps", "0.1", "--out", str(tmp_path / "a")]) == 2
     assert "is a 'graph' run" in capsys.readouterr().err
+
+
+def test_the_deferred_bonus_starts_at_its_epoch_in_a_graph_run(tu_root, tmp_path):
+    from encouraging.experiment import run, run_dir_for
+
+    cfg = _graph_cfg(tu_root, "--loss.name=el", "--loss.log_end=0.5", "--loss.defer=2", "--train.epochs=4")
+    run(cfg, out_dir=tmp_path / "runs", db=None, quiet=True)
+    history = [json.loads(line) for line in (run_dir_for(cfg, tmp_path / "runs") / "metrics.jsonl").read_text()
+               .splitlines()]
+    bonus = [m["train_bonus"] for m in history]
+    assert bonus[:2] == [0.0, 0.0] and all(b < 0 for b in bonus[2:])  # plain CE for epochs 0-1, then the bonus

@@ -55,6 +55,12 @@ def run(cfg: Config, *, out_dir: str | Path = "runs", db: str | Path | None = "r
     return _launch(cfg, out_dir, db, resume, quiet, position)
 
 
+def _upstream(cfg: Config) -> dict[str, Config]:
+    """The canonical configs of the runs ``cfg`` builds on (:meth:`Task.upstream`), by role."""
+    return {role: dataclasses.replace(up, loss=canonical(up.loss))
+            for role, up in get_task(cfg.task).upstream(cfg).items()}
+
+
 def _with_upstream(configs: list[Config]) -> list[Config]:
     """``configs`` with the runs each builds on (:meth:`Task.upstream`, recursively) placed before it, once each.
 
@@ -63,7 +69,7 @@ def _with_upstream(configs: list[Config]) -> list[Config]:
     ordered: dict[str, Config] = {}
 
     def add(cfg: Config) -> None:
-        ups = [dataclasses.replace(up, loss=canonical(up.loss)) for up in get_task(cfg.task).upstream(cfg).values()]
+        ups = list(_upstream(cfg).values())
         check_configs([up for up in ups if run_id_for(up) not in ordered])
         for up in ups:
             add(up)
@@ -77,8 +83,7 @@ def _with_upstream(configs: list[Config]) -> list[Config]:
 def _upstream_dirs(cfg: Config, out_dir: Path, store: ResultsStore | None) -> dict[str, Path]:
     """The run directory of each run ``cfg`` builds on; a ConfigError names one that is unfinished or diverged."""
     dirs = {}
-    for role, up in get_task(cfg.task).upstream(cfg).items():
-        up = dataclasses.replace(up, loss=canonical(up.loss))
+    for role, up in _upstream(cfg).items():
         where, name = run_dir_for(up, out_dir), f"{up.name} / {loss_label(up.loss)} / seed {up.train.seed}"
         if store is not None:
             done = store.is_finished(config_hash(up), up.train.seed)
@@ -130,7 +135,7 @@ def _run(cfg: Config, device: torch.device, world, out_dir: Path, db, resume: bo
     prepared = task.setup()
     if task.upstream_dirs:  # what it built on, by database id and directory (load_run finds them again)
         prepared.notes["upstream"] = {role: {"run_id": run_id_for(up), "run_dir": str(task.upstream_dirs[role])}
-                                      for role, up in get_task(cfg.task).upstream(cfg).items()}
+                                      for role, up in _upstream(cfg).items()}
     say(f"  ready in {time.perf_counter() - start:.1f} s", flush=True)
     if cfg.train.patience > 0 and prepared.val is None:
         raise ConfigError(f"train.patience={cfg.train.patience} needs a validation split; task {cfg.task!r} has "

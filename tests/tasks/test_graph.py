@@ -103,9 +103,9 @@ def test_a_graph_run_selects_on_the_validation_loss_and_is_recorded(tu_root, tmp
     assert final["selected_epoch"] == best["epoch"] and final["selected_val_loss"] == best["val_loss"]
     assert final["selected_test_acc"] == best["test_acc"]
     (row,) = table_rows(ResultsStore(tmp_path / "r.db"))
-    assert "random 0.8/0.1/0.1 split of 188 graphs (split seed 0): 150 train, 19 validation, 19 test" in \
-        row["table_notes"]
-    assert row["test_note"].startswith("MUTAG: the 19 test graphs")
+    assert ("a random 0.8/0.1/0.1 split of 188 graphs per run (split seed: the run seed): 150 train, 19 validation, "
+            "19 test") in row["table_notes"]
+    assert row["test_note"] == "MUTAG: 19 test graphs (random 0.8/0.1/0.1 split, split seed: the run seed)"
 
 
 def test_ce_and_el_runs_of_one_seed_share_their_split(tu_root, tmp_path):
@@ -113,15 +113,15 @@ def test_ce_and_el_runs_of_one_seed_share_their_split(tu_root, tmp_path):
 
     def split_of(cfg):
         prepared = build_task(cfg).setup()
-        return prepared.notes["split"], torch.cat([y for _, y in prepared.test.epoch(0)])
+        return prepared.notes["split_seed"], torch.cat([y for _, y in prepared.test.epoch(0)])
 
     ce = split_of(_graph_cfg(tu_root))
-    el_note, el_test = split_of(_graph_cfg(tu_root, "--loss.name=el"))
-    assert el_note == ce[0] and torch.equal(el_test, ce[1])
-    other_note, other_test = split_of(_graph_cfg(tu_root, "--train.seed=1"))
-    assert "split seed 1" in other_note and not torch.equal(other_test, ce[1])
-    fixed, _ = split_of(_graph_cfg(tu_root, "--train.seed=1", "--data.split_seed=0"))
-    assert fixed == ce[0]
+    el_seed, el_test = split_of(_graph_cfg(tu_root, "--loss.name=el"))
+    assert el_seed == ce[0] == 0 and torch.equal(el_test, ce[1])
+    other_seed, other_test = split_of(_graph_cfg(tu_root, "--train.seed=1"))
+    assert other_seed == 1 and not torch.equal(other_test, ce[1])
+    fixed_seed, fixed_test = split_of(_graph_cfg(tu_root, "--train.seed=1", "--data.split_seed=0"))
+    assert fixed_seed == 0 and torch.equal(fixed_test, ce[1])
 
 
 def test_analyses_run_on_a_graph_run(tu_root, tmp_path):

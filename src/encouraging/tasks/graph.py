@@ -95,6 +95,7 @@ class GraphTask(ClassificationTask):
             keep = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:d.subset].sort().values
             dataset = dataset[keep]
         seed = self.cfg.train.seed if d.split_seed < 0 else d.split_seed
+        which = "the run seed" if d.split_seed < 0 else str(d.split_seed)  # a note shared by a recipe's runs
         train_idx, val_idx, test_idx = random_split(len(dataset), seed, tuple(d.split))
         train, val, test = dataset[train_idx], dataset[val_idx], dataset[test_idx]
         self.num_classes = dataset.num_classes
@@ -103,9 +104,11 @@ class GraphTask(ClassificationTask):
         collate = _PairCollate(dataset)
         common = dict(world=self.world, num_workers=d.num_workers, device=self.device, collate_fn=collate)
         labels = train.y.view(-1)
-        split = (f"random {'/'.join(f'{f:g}' for f in d.split)} split of {len(dataset)} graphs (split seed {seed}): "
-                 f"{len(train)} train, {len(val)} validation, {len(test)} test")
-        notes = {"test_note": f"{d.dataset}: the {len(test)} test graphs of a {split.split(':')[0]}", "split": split,
+        fractions = "/".join(f"{f:g}" for f in d.split)
+        split = (f"a random {fractions} split of {len(dataset)} graphs per run (split seed: {which}): {len(train)} "
+                 f"train, {len(val)} validation, {len(test)} test")
+        notes = {"test_note": f"{d.dataset}: {len(test)} test graphs (random {fractions} split, split seed: {which})",
+                 "split": split, "split_seed": seed,
                  "num_classes": dataset.num_classes, "num_features": dataset.num_features,
                  "train_size": len(train), "val_size": len(val), "test_size": len(test)}
         return Prepared(

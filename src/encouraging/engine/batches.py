@@ -1,14 +1,16 @@
 """Batch sources for the training loop.
 
 ``TensorBatches`` keeps a whole dataset on the device as uint8 (as airbench does) and augments each batch there;
-``LoaderBatches`` wraps a ``DataLoader`` for datasets that do not fit (image folders). Both produce the same
-order for the same (seed, epoch) whatever happened before, so a resumed run sees exactly the batches an
-uninterrupted one would, and both shard each global batch across the ranks of a data-parallel run.
+``LoaderBatches`` wraps a ``DataLoader`` for datasets that do not fit (image folders, graphs); ``TokenBatches``
+packs sentence pairs into batches of at most so many tokens (translation). Each produces the same order for the
+same (seed, epoch) whatever happened before, so a resumed run sees exactly the batches an uninterrupted one would,
+and each shards the batches across the ranks of a data-parallel run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -182,3 +184,89 @@ class LoaderBatches:
         self.sampler.set_epoch(epoch)
         for x, y in self.loader:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+@dataclass
+class Seq2SeqInputs:
+    """The model inputs of a batch of sentence pairs: ``source`` ids ``(N, S)`` (each ends with EOS, then padding),
+    ``decoder_input`` ``(N, T)`` (BOS, then the target shifted right), and ``index``: the pairs' places in the
+    corpus (decoding puts hypotheses back in corpus order with it)."""
+
+    source: Tensor
+    decoder_input: Tensor
+    index: Tensor
+    pad: int = 0
+
+    @property
+    def attention_mask(self) -> Tensor:
+        return self.source != self.pad
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Seq2SeqInputs:
+        return Seq2SeqInputs(self.source.to(device, non_blocking=non_blocking),
+                             self.decoder_input.to(device, non_blocking=non_blocking), self.index, self.pad)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+
+def _padded(rows: list[list[int]], pad: int) -> Tensor:
+    out = torch.full((len(rows), max(len(r) for r in rows)), pad, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, :len(row)] = torch.tensor(row, dtype=torch.long)
+    return out
+
+
+class TokenBatches:
+    """Batches of sentence pairs sized by tokens, as fairseq's ``--max-tokens``: pairs sorted by length (source,
+    then target; ties in a seeded random order) and packed so that a batch's padded size, pairs x its longest
+    source or target (EOS included), stays within ``max_tokens`` (a longer pair goes alone). The batches are fixed;
+    training visits them in a new seeded order each epoch (the same for the same (seed, epoch), so a resumed run
+    sees the same batches), evaluation in length order. Each rank takes every ``world.size``-th batch.
+
+    Yields ``(Seq2SeqInputs, labels)``; ``labels`` ``(N, T)`` is the target followed by EOS, padded with ``pad``
+    (the loss ignores it). ``sources`` and ``targets`` are token ids without special tokens.
+    """
+
+    def __init__(self, sources: list[list[int]], targets: list[list[int]], max_tokens: int, *, train: bool,
+                 seed: int = 0, world: World = SINGLE, device: torch.device | str = "cpu", pad: int = 0,
+                 bos: int = 2, eos: int = 3) -> None:
+        if len(sources) != len(targets) or not sources:
+            raise ValueError(f"need as many sources as targets, at least one: got {len(sources)} and {len(targets)}")
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        self.sources, self.targets = sources, targets
+        self.train, self.seed, self.world, self.device = train, seed, world, torch.device(device)
+        self.pad, self.bos, self.eos = pad, bos, eos
+        ties = torch.randperm(len(sources), generator=torch.Generator().manual_seed(seed)).tolist() if train \
+            else range(len(sources))
+        order = sorted(ties, key=lambda i: (len(sources[i]), len(targets[i])))
+        self.batches: list[list[int]] = []
+        current: list[int] = []
+        longest = 0
+        for i in order:
+            size = max(len(sources[i]), len(targets[i])) + 1  # + EOS
+            if current and (len(current) + 1) * max(longest, size) > max_tokens:
+                self.batches.append(current)
+                current, longest = [], 0
+            current.append(i)
+            longest = max(longest, size)
+        self.batches.append(current)
+
+    def __len__(self) -> int:
+        return len(self.batches) // self.world.size if self.train else -(-len(self.batches) // self.world.size)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[Seq2SeqInputs, Tensor]]:
+        order = list(range(len(self.batches)))
+        if self.train:
+            order = torch.randperm(len(order), generator=torch.Generator().manual_seed(epoch_seed(self.seed, epoch)))
+            order = order[:len(self) * self.world.size].tolist()
+        for b in order[self.world.rank::self.world.size]:
+            yield self.collate(self.batches[b])
+
+    def collate(self, indices: list[int]) -> tuple[Seq2SeqInputs, Tensor]:
+        """The padded batch of the pairs ``indices``."""
+        source = _padded([[*self.sources[i], self.eos] for i in indices], self.pad)
+        decoder_input = _padded([[self.bos, *self.targets[i]] for i in indices], self.pad)
+        labels = _padded([[*self.targets[i], self.eos] for i in indices], self.pad)
+        inputs = Seq2SeqInputs(source, decoder_input, torch.tensor(indices), self.pad)
+        return inputs.to(self.device), labels.to(self.device)

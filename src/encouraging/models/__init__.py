@@ -10,6 +10,7 @@ Depends on torch (torchvision for the ResNets and EfficientNet, timm optionally)
 
 from . import graphs as _graphs  # noqa: F401  (registers the graph networks; PyG is imported when one is built)
 from . import nets as _nets  # noqa: F401  (registers the models)
+from . import seq2seq as _seq2seq  # noqa: F401  (registers the translation transformers; Transformers imported on use)
 from . import tv as _tv  # noqa: F401
 from .heads import features, get_classifier, head_paths, reset_classifier, unwrap_model
 from .nets import MLP, ClassifierNet, MNISTNet, SmallCNN, TorchattacksCNN

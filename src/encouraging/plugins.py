@@ -17,6 +17,7 @@ BUILTIN = (
     "encouraging.tasks.image",
     "encouraging.tasks.longtail",
     "encouraging.tasks.graph",
+    "encouraging.tasks.translation",
     "encouraging.evaluation.ood",  # report section: OOD detection
     "encouraging.evaluation.attacks",  # report section: robust accuracy
     "encouraging.analysis.render",  # report section: margins, energies, gradients, probes

@@ -63,6 +63,8 @@ def config_problems(cfg: Config) -> list[str]:
         problems.append(f"optim.name must be one of {OPTIMIZERS}, got {cfg.optim.name!r}")
     if cfg.optim.schedule not in SCHEDULES:
         problems.append(f"optim.schedule must be one of {SCHEDULES}, got {cfg.optim.schedule!r}")
+    if cfg.optim.schedule == "inverse_sqrt" and cfg.optim.warmup_epochs <= 0:
+        problems.append("optim.schedule=inverse_sqrt needs optim.warmup_epochs > 0 (its peak)")
     device = cfg.train.device
     if device not in ("auto", "cpu", "mps") and not (device == "cuda" or device.startswith("cuda:")):
         problems.append(f"train.device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")

@@ -72,3 +72,12 @@ def gather_rows(tensor: torch.Tensor, world: World) -> torch.Tensor:
     parts: list = [None] * world.size
     dist.all_gather_object(parts, tensor.cpu())
     return torch.cat(parts)
+
+
+def gather_objects(items: list, world: World) -> list:
+    """Every rank's ``items`` (picklable), concatenated in rank order (itself when not distributed)."""
+    if not world.active:
+        return items
+    parts: list = [None] * world.size
+    dist.all_gather_object(parts, items)
+    return [x for part in parts for x in part]

@@ -2,7 +2,9 @@
 
 The schedule is a function of the fractional epoch ``e = step / steps_per_epoch``: linear warm-up over
 ``warmup_epochs``, then ``constant``, ``multistep`` (times ``gamma`` at each milestone epoch), ``cosine`` (to 0 at
-the last step) or ``exp_step`` (times ``gamma`` every ``step_epochs``: timm's EfficientNet recipe).
+the last step), ``exp_step`` (times ``gamma`` every ``step_epochs``: timm's EfficientNet recipe) or
+``inverse_sqrt`` (``sqrt(warmup_epochs / e)`` after the warm-up: fairseq's translation schedule, in epochs; it
+needs ``warmup_epochs`` > 0).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from .config import OptimConfig
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
-SCHEDULES = ("constant", "multistep", "cosine", "exp_step")
+SCHEDULES = ("constant", "multistep", "cosine", "exp_step", "inverse_sqrt")
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -45,6 +47,10 @@ def lr_factor(cfg: OptimConfig, epoch: float, total_epochs: float) -> float:
         return 0.5 * (1.0 + math.cos(math.pi * min((epoch - cfg.warmup_epochs) / span, 1.0)))
     if cfg.schedule == "exp_step":
         return cfg.gamma ** math.floor(epoch / cfg.step_epochs)
+    if cfg.schedule == "inverse_sqrt":
+        if cfg.warmup_epochs <= 0:
+            raise ValueError("optim.schedule=inverse_sqrt needs optim.warmup_epochs > 0 (its peak)")
+        return math.sqrt(cfg.warmup_epochs / epoch)
     raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {cfg.schedule!r}")
 
 

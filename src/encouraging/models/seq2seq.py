@@ -49,9 +49,9 @@ class Seq2SeqTransformer(nn.Module):
         1, else beam search with ``length_penalty`` (the score divided by length ** penalty); at most
         ``max_len_a * source length + max_len_b`` tokens (fairseq's rule)."""
         longest = int(inputs.attention_mask.sum(1).max())
-        out = self.model.generate(input_ids=inputs.source, attention_mask=inputs.attention_mask, num_beams=beam,
-                                  do_sample=False, length_penalty=length_penalty, early_stopping=True,
-                                  max_new_tokens=int(max_len_a * longest + max_len_b))
+        search = {"num_beams": beam, "length_penalty": length_penalty, "early_stopping": True} if beam > 1 else {}
+        out = self.model.generate(input_ids=inputs.source, attention_mask=inputs.attention_mask, do_sample=False,
+                                  max_new_tokens=int(max_len_a * longest + max_len_b), **search)
         return [[t for t in row.tolist() if t > EOS or t == 1] for row in out]  # drop pad/bos/eos, keep unk (1)
 
 

@@ -1,0 +1,86 @@
+"""The translation task on a slice of Multi30k: a short run end to end, padding left out of the loss exactly,
+BLEU from sacreBLEU on the decoded split, and bad settings refused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("sentencepiece")
+pytest.importorskip("sacrebleu")
+pytest.importorskip("transformers")
+
+from encouraging.engine.config import Config, apply_overrides  # noqa: E402
+
+
+@pytest.fixture
+def cfg(data_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return apply_overrides(Config(task="translation"), [
+        "--name=mt", "--data.dataset=multi30k_de_en", "--data.train_subset=300", "--data.eval_subset=12",
+        "--data.vocab_size=300", "--data.max_tokens=400", "--data.beam=2", "--model.name=transformer_small",
+        "--model.kwargs={dim: 32, layers: 1, ffn: 64}", "--optim.name=adam", "--optim.lr=0.003",
+        "--optim.schedule=inverse_sqrt", "--optim.warmup_epochs=0.5", "--train.epochs=1", "--train.threads=1"])
+
+
+def test_a_short_run_trains_decodes_and_scores(cfg, tmp_path):
+    from encouraging.experiment import run
+    from encouraging.results import ResultsStore, table_rows
+
+    final = run(apply_overrides(cfg, ["--loss.name=el_ls", "--loss.log_end=0.5"]), out_dir=tmp_path / "runs",
+                db=tmp_path / "r.db", quiet=True)
+    assert final["selection"] == "val" and 0.0 <= final["selected_test_bleu"] <= 100.0
+    assert 0.0 < final["final_train_acc"] < 1.0 and final["final_test_loss"] > 0
+    (row,) = table_rows(ResultsStore(tmp_path / "r.db"))
+    assert "joint sentencepiece BPE, 300 pieces" in row["table_notes"] and "nrefs:1" in row["table_notes"]
+
+
+def test_the_loss_leaves_padding_out_exactly(cfg):
+    from encouraging.engine.batches import TokenBatches
+    from encouraging.engine.task import build_task
+    from encouraging.losses import EncouragingLoss
+
+    task = build_task(cfg)
+    prepared = task.setup()
+    model = prepared.model.eval()  # no dropout: the padded batch and the sentences alone see the same network
+    criterion = EncouragingLoss(log_end=0.5, label_smoothing=0.1, reduction="sum")
+    source, target = prepared.train.sources[:3], prepared.train.targets[:3]
+    batch = next(iter(TokenBatches(source, target, 10_000, train=False).epoch(0)))
+    assert (batch[1] == 0).any()  # the batch has padding
+    padded = task.training_step(model, batch, criterion)
+    alone = sum(task.training_step(model, next(iter(TokenBatches([s], [t], 10_000, train=False).epoch(0))),
+                                   criterion).loss for s, t in zip(source, target, strict=True))
+    assert padded.count == sum(len(t) + 1 for t in target)
+    torch.testing.assert_close(padded.loss, alone, rtol=1e-5, atol=1e-4)
+
+
+def test_bleu_is_sacrebleus_on_the_decoded_hypotheses(cfg):
+    import sacrebleu
+
+    from encouraging.engine.task import build_task
+
+    task = build_task(cfg)
+    prepared = task.setup()
+    model = prepared.model.eval()
+    metrics = task.evaluate(model, prepared.test)
+    decoded = {}
+    with torch.no_grad():
+        for inputs, _ in prepared.test.epoch(0):
+            for i, h in zip(inputs.index, model.generate(inputs, beam=2), strict=True):
+                decoded[int(i)] = task.vocab.decode(h)
+    references = task._splits[id(prepared.test)].references
+    hyps = [decoded[i] for i in range(len(references))]
+    assert metrics["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [references]).score)
+    assert sacrebleu.corpus_bleu(references, [references]).score == pytest.approx(100.0)
+
+
+def test_bad_translation_settings_are_refused(cfg, tmp_path):
+    from encouraging.experiment import run
+    from encouraging.experiment.runner import ConfigError
+
+    with pytest.raises(ConfigError, match="loss.name must be one of .* for task translation"):
+        run(apply_overrides(cfg, ["--loss.name=ldam"]), out_dir=tmp_path, db=None)
+    with pytest.raises(ConfigError, match="data.dataset must be one of"):
+        run(apply_overrides(cfg, ["--data.dataset=wmt14"]), out_dir=tmp_path, db=None)
+    with pytest.raises(ConfigError, match="inverse_sqrt needs optim.warmup_epochs > 0"):
+        run(apply_overrides(cfg, ["--optim.warmup_epochs=0"]), out_dir=tmp_path, db=None)

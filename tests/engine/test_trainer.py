@@ -102,3 +102,31 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path, data_root):
     assert 2 <= done < 4, f"the run was not killed mid-way ({done} epochs logged)"
     assert _cli(*args, "--out", str(tmp_path / "b"), "--resume").wait(timeout=240) == 0
     _same(reference, _history(run_dir_for(cfg, tmp_path / "b")))
+
+
+def test_the_last_epochs_weights_are_averaged_and_scored(tmp_path, data_root):
+    import torch
+
+    from encouraging.engine.checkpoint import average_state_dicts, load_checkpoint
+
+    cfg = _cfg("--train.average_last=2")
+    final = run(cfg, out_dir=tmp_path, db=None, quiet=True)
+    run_dir = run_dir_for(cfg, tmp_path)
+    kept = sorted(p.name for p in run_dir.glob("weights-epoch*.pt"))
+    assert kept == ["weights-epoch1.pt", "weights-epoch2.pt"]  # only the last two epochs stay
+    states = [load_checkpoint(run_dir / name)["model"] for name in kept]
+    averaged = load_checkpoint(run_dir / "weights-averaged.pt")
+    assert averaged["epochs"] == [1, 2]
+    for key, value in averaged["model"].items():
+        torch.testing.assert_close(value, (states[0][key] + states[1][key]) / 2)
+    assert final["averaged_epochs"] == 2 and 0.5 < final["averaged_test_acc"] <= 1
+    # the run's own (last-epoch) weights are what the checkpoint keeps
+    torch.testing.assert_close(load_checkpoint(run_dir / "checkpoint.pt")["model"], states[1])
+    with pytest.raises(ValueError, match="different keys"):
+        average_state_dicts([states[0], {"x": torch.zeros(1)}])
+    from encouraging.results import ResultsStore, group_tables, table_rows
+
+    run(cfg, out_dir=tmp_path / "db", db=tmp_path / "r.db", quiet=True)
+    (row,) = table_rows(ResultsStore(tmp_path / "r.db"))
+    assert row["averaged_mean"] == pytest.approx(100 * final["averaged_test_acc"])
+    assert "averaged" in group_tables(ResultsStore(tmp_path / "r.db"))[0]["columns"]

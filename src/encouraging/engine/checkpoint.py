@@ -66,3 +66,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if hashlib.sha256(payload).hexdigest() != digest:
         raise CheckpointError(f"{path} is corrupt: its checksum does not match; refusing to load it")
     return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+
+
+def average_state_dicts(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of model state dicts (fairseq's ``average_checkpoints``): floating tensors averaged in
+    float64 and cast back; other entries (BatchNorm's step counters) taken from the last state."""
+    if not states:
+        raise ValueError("average_state_dicts needs at least one state dict")
+    keys = list(states[-1])
+    if any(list(s) != keys for s in states):
+        raise ValueError("the state dicts to average have different keys: they are not of one model")
+    out = {}
+    for key in keys:
+        last = states[-1][key]
+        if last.is_floating_point():
+            out[key] = (sum(s[key].double() for s in states) / len(states)).to(last.dtype)
+        else:
+            out[key] = last
+    return out

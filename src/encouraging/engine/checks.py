@@ -29,6 +29,7 @@ _RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("train.threads", lambda v: v >= 0, ">= 0 (0 = torch's default)"),
     ("train.patience", lambda v: v >= 0, ">= 0 (0 = no early stopping)"),
     ("train.select_on", lambda v: v in ("", "loss"), "'' (the task's primary metric) or 'loss'"),
+    ("train.average_last", lambda v: v >= 0, ">= 0 (0 = no checkpoint averaging)"),
     ("train.amp", lambda v: v in AMP_MODES, f"one of {AMP_MODES}"),
     ("train.on_diverge", lambda v: v in ("stop", "continue"), "one of stop, continue"),
     ("train.adversarial.eps", lambda v: v >= 0, ">= 0"),

@@ -90,6 +90,7 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads (0 = torch's default)
     patience: int = 0  # early stopping: stop after this many epochs without a better validation metric (0 = off)
     select_on: str = ""  # the validation metric selection and patience use: "" (the task's primary) | loss
+    average_last: int = 0  # also report the test metric of the mean weights of the last N epochs (0 = off)
     on_diverge: str = "stop"  # a non-finite training loss: stop (the run is stored as diverged) | continue
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
 

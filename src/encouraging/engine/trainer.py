@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, average_state_dicts, load_checkpoint, save_checkpoint
 from .config import config_hash
 from .distributed import all_reduce_sum, barrier
 from .optim import build_optimizer, build_scheduler
@@ -142,10 +142,47 @@ class Trainer:
                         self.on_epoch(epoch, metrics)
                     if self.checkpoint_path is not None:
                         save_checkpoint(self.state(epoch + 1), self.checkpoint_path)
+                    self.keep_weights(epoch)
                 barrier(self.world)
                 bar.end_epoch(epoch, metrics)
-        return final_metrics(self.history, self.spec, has_val=self.prepared.val is not None,
-                             select_on=self.cfg.train.select_on)
+        final = final_metrics(self.history, self.spec, has_val=self.prepared.val is not None,
+                              select_on=self.cfg.train.select_on)
+        return {**final, **self.averaged()} if final else final
+
+    def weights_path(self, epoch: int) -> Path | None:
+        return self.run_dir / f"weights-epoch{epoch}.pt" if self.run_dir is not None else None
+
+    def keep_weights(self, epoch: int) -> None:
+        """With ``train.average_last`` = N: this epoch's model weights, and only the last N epochs' kept."""
+        n = self.cfg.train.average_last
+        if n <= 0 or self.run_dir is None:
+            return
+        save_checkpoint({"epoch": epoch, "model": self.module.state_dict()}, self.weights_path(epoch))
+        for old in self.run_dir.glob("weights-epoch*.pt"):
+            if int(old.stem.removeprefix("weights-epoch")) <= epoch - n:
+                old.unlink()
+
+    def averaged(self) -> dict[str, Any]:
+        """The test metrics of the mean of the last ``train.average_last`` epochs' weights (``averaged_test_*``,
+        with ``averaged_epochs``), the model's own weights restored after; saved as ``weights-averaged.pt``.
+        Single-process runs only (a data-parallel run skips it on every rank: only rank 0 keeps the weights)."""
+        n = self.cfg.train.average_last
+        if n <= 0 or self.run_dir is None or not self.history or self.world.active:
+            return {}
+        last = int(self.history[-1]["epoch"])
+        paths = [p for e in range(max(0, last - n + 1), last + 1) if (p := self.weights_path(e)).is_file()]
+        if not paths:
+            return {}
+        own = {k: v.clone() for k, v in self.module.state_dict().items()}
+        averaged = average_state_dicts([load_checkpoint(p, map_location=self.device)["model"] for p in paths])
+        save_checkpoint({"epochs": [int(p.stem.removeprefix("weights-epoch")) for p in paths], "model": averaged},
+                        self.run_dir / "weights-averaged.pt")
+        self.module.load_state_dict(averaged)
+        try:
+            metrics = self.evaluate(self.prepared.test, "averaged_test")
+        finally:
+            self.module.load_state_dict(own)
+        return {**metrics, "averaged_epochs": len(paths)}
 
     def train_epoch(self, epoch: int, advance: Callable[[], None] = lambda: None) -> dict[str, float]:
         self.task.train_mode(self.model)

@@ -49,6 +49,7 @@ COLUMNS = {
     "selected": ("selected_test_", "selected"),
     "final": ("final_test_", "final"),
     "best": ("best_test_", "best on test (paper's protocol)"),
+    "averaged": ("averaged_test_", "mean weights of the last epochs"),  # train.average_last (fairseq's protocol)
 }
 
 
@@ -212,9 +213,11 @@ class Group:
 
     @cached_property
     def columns(self) -> list[str]:
-        """The columns shown: ``selected`` only when some run selected on a validation split."""
+        """The columns shown: ``selected`` only when some run selected on a validation split, ``averaged`` only when
+        some run averaged its last epochs' weights."""
         on_val = any(r["final"].get("selection") == "val" for row in self.rows for r in row.runs)
-        return [c for c in COLUMNS if c != "selected" or on_val]
+        averaged = any(f"averaged_test_{self.metric.primary}" in r["final"] for row in self.rows for r in row.runs)
+        return [c for c in COLUMNS if (c != "selected" or on_val) and (c != "averaged" or averaged)]
 
     def heading(self, column: str) -> str:
         return f"{self.metric.label}, {COLUMNS[column][1]}"
@@ -423,7 +426,8 @@ def group_tables(store_or_path: ResultsStore | str | os.PathLike | list[Group], 
     for g in groups:
         pairs = {id(p.row): p for p in g.pairs}
         head = _headline(g)
-        short = {"selected": "selected", "final": "final", "best": "best on test*"}  # narrow terminal columns
+        # narrow terminal columns
+        short = {"selected": "selected", "final": "final", "best": "best on test*", "averaged": "averaged"}
         vs = f"vs CE ({short[head]})"
         with_paper = any(row.paper is not None for row in g.rows)
         columns = ["loss", "n", *(short[c] for c in g.columns), *g.metric.extra, vs,

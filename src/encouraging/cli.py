@@ -6,6 +6,7 @@
     encouraging analyze RUN... --out DIR                     margins, energies, gradients, probes of trained runs
     encouraging eval ood RUN... --ood DATASET[,...]          OOD detection (MSP, max logit, energy, ODIN, Mahalanobis)
     encouraging eval attack RUN... --attack pgd --eps ...    robust accuracy vs epsilon (torchattacks)
+    encouraging translate RUN --input FILE [--beam 5]        decode new text with a trained translation run
     encouraging list {tasks,datasets,models,losses}          what the registries hold
 """
 
@@ -104,6 +105,15 @@ def _parser() -> argparse.ArgumentParser:
                         "Square 5000 queries)")
     attack.add_argument("--alpha", type=float, default=0.0, help="step size (0: PGD-Linf 2/255, PGD-L2 0.2)")
 
+    translate = sub.add_parser("translate", help="decode new text with a trained translation run")
+    translate.add_argument("run", help="a translation run's directory")
+    translate.add_argument("--input", required=True, help="source sentences, one per line (plain or .gz)")
+    translate.add_argument("--output", default=None, help="write the translations here (default: stdout)")
+    translate.add_argument("--beam", type=int, default=None, help="beam size (default: the run's data.beam)")
+    translate.add_argument("--weights", choices=("last", "averaged"), default="last",
+                           help="the last epoch's weights, or the mean of the last epochs' (train.average_last)")
+    translate.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+
     report = sub.add_parser("report", help="write the markdown + PNG report of a results database")
     report.add_argument("db", nargs="?", default=f"{DEFAULT_OUT}/results.db")
     report.add_argument("--out", required=True, help="output folder")
@@ -185,6 +195,13 @@ def _main(args: argparse.Namespace, overrides: list[str]) -> int:
         return _analyze(args)
     if args.command == "eval":
         return _eval(args)
+    if args.command == "translate":
+        from .experiment.translate import translate_file
+
+        if args.beam is not None and args.beam < 1:
+            raise ValueError(f"--beam must be >= 1, got {args.beam}")
+        translate_file(args.run, args.input, args.output, beam=args.beam, weights=args.weights, device=args.device)
+        return 0
     if args.command == "report":
         from .results import write_report
 

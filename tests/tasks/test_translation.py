@@ -84,3 +84,23 @@ def test_bad_translation_settings_are_refused(cfg, tmp_path):
         run(apply_overrides(cfg, ["--data.dataset=wmt14"]), out_dir=tmp_path, db=None)
     with pytest.raises(ConfigError, match="inverse_sqrt needs optim.warmup_epochs > 0"):
         run(apply_overrides(cfg, ["--optim.warmup_epochs=0"]), out_dir=tmp_path, db=None)
+
+
+def test_translate_decodes_new_text_with_the_last_or_averaged_weights(cfg, tmp_path, capsys):
+    from encouraging.cli import main
+    from encouraging.experiment import run, run_dir_for
+    from encouraging.experiment.translate import translate
+
+    trained = apply_overrides(cfg, ["--train.epochs=2", "--train.average_last=2"])
+    final = run(trained, out_dir=tmp_path / "runs", db=None, quiet=True)
+    assert final["averaged_epochs"] == 2 and "averaged_test_bleu" in final
+    where = run_dir_for(trained, tmp_path / "runs")
+    sentences = ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen im Schnee.", "Eine Frau liest."]
+    (tmp_path / "in.de").write_text("\n".join(sentences) + "\n", encoding="utf-8")
+    assert main(["translate", str(where), "--input", str(tmp_path / "in.de"), "--beam", "1"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == translate(where, sentences, beam=1)  # one line per source line, in order
+    averaged = translate(where, sentences, beam=1, weights="averaged")
+    assert len(averaged) == 3 and all(isinstance(t, str) for t in averaged)
+    assert main(["translate", str(where), "--input", str(tmp_path / "in.de"), "--beam", "0"]) == 2
+    assert "--beam must be >= 1" in capsys.readouterr().err

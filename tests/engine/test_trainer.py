@@ -130,3 +130,18 @@ def test_the_last_epochs_weights_are_averaged_and_scored(tmp_path, data_root):
     (row,) = table_rows(ResultsStore(tmp_path / "r.db"))
     assert row["averaged_mean"] == pytest.approx(100 * final["averaged_test_acc"])
     assert "averaged" in group_tables(ResultsStore(tmp_path / "r.db"))[0]["columns"]
+
+
+def test_accumulating_two_half_batches_is_one_full_batch(tmp_path, data_root):
+    import torch
+
+    from encouraging.engine.checkpoint import load_checkpoint
+
+    whole = _cfg("--data.batch_size=64", "--train.epochs=1", "--optim.schedule=cosine", "--optim.warmup_epochs=0.3")
+    halves = apply_overrides(whole, ["--data.batch_size=32", "--optim.accumulate=2"])
+    finals = [run(c, out_dir=tmp_path / name, db=None, quiet=True) for c, name in ((whole, "a"), (halves, "b"))]
+    a, b = (load_checkpoint(run_dir_for(c, tmp_path / n) / "checkpoint.pt")["model"]
+            for c, n in ((whole, "a"), (halves, "b")))
+    for key in a:  # the same examples per optimizer step, the same learning rate at each step
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    assert finals[0]["final_test_acc"] == pytest.approx(finals[1]["final_test_acc"], abs=0.004)

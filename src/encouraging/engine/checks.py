@@ -23,6 +23,7 @@ _RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("optim.step_epochs", lambda v: v > 0, "> 0"),
     ("optim.warmup_epochs", lambda v: v >= 0, ">= 0"),
     ("optim.grad_clip", lambda v: v >= 0, ">= 0 (0 = no clipping)"),
+    ("optim.accumulate", lambda v: v >= 1, ">= 1 (1 = a step per batch)"),
     ("optim.betas", lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
     ("optim.milestones", lambda v: all(isinstance(m, int | float) and m >= 0 for m in v), "epochs >= 0"),
     ("train.epochs", lambda v: v >= 1, ">= 1"),

@@ -41,6 +41,7 @@ class OptimConfig:
     step_epochs: float = 1.0  # exp_step: multiply by gamma every this many epochs
     warmup_epochs: float = 0.0  # linear warm-up from 0, in epochs (fractional allowed)
     grad_clip: float = 0.0  # max global gradient norm (0 = no clipping)
+    accumulate: int = 1  # batches whose gradients make one optimizer step (fairseq's --update-freq)
 
 
 @dataclass

@@ -71,7 +71,8 @@ class Trainer:
         if cfg.train.compile:
             self.model = torch.compile(self.model)
         self.optimizer = build_optimizer(self.module.parameters(), cfg.optim)
-        self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.epochs, len(self.train_batches))
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.epochs,
+                                         -(-len(self.train_batches) // cfg.optim.accumulate))  # optimizer steps
         self.params = [p for p in self.module.parameters() if p.requires_grad]
         self.history: list[dict[str, float]] = []
         self.start_epoch = 0
@@ -192,20 +193,37 @@ class Trainer:
         totals: torch.Tensor | None = None
         keys: list[str] = []
         one = torch.ones((), device=self.device)
-        for batch in self.train_batches.epoch(epoch):
+        accumulate, batches = self.cfg.optim.accumulate, len(self.train_batches)
+        pending, group = 0, 0  # batches and examples (tokens) since the last optimizer step
+        zero = torch.zeros((), device=self.device)
+        for i, batch in enumerate(self.train_batches.epoch(epoch)):
             step = self.task.training_step(self.model, batch, self.criterion)
-            self.optimizer.zero_grad(set_to_none=True)
-            step.loss.backward()
-            if clip < math.inf:
-                grad_norm = nn.utils.clip_grad_norm_(self.params, clip)
-            else:  # only measure: clip_grad_norm_ would also rescale every gradient by 1.0
-                grad_norm = nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
-            self.optimizer.step()
-            self.scheduler.step()
+            if pending == 0:
+                self.optimizer.zero_grad(set_to_none=True)
+            if accumulate == 1:
+                step.loss.backward()
+            else:  # gradients of the summed losses, divided by the group's count below: the mean over all of it
+                (step.loss * step.count).backward()
+                group = group + step.count
+            pending += 1
+            stepped = pending == accumulate or i + 1 == batches
+            if stepped:
+                if accumulate > 1:
+                    for p in self.params:
+                        if p.grad is not None:
+                            p.grad.div_(group)
+                if clip < math.inf:
+                    grad_norm = nn.utils.clip_grad_norm_(self.params, clip)
+                else:  # only measure: clip_grad_norm_ would also rescale every gradient by 1.0
+                    grad_norm = nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+                self.optimizer.step()
+                self.scheduler.step()
+                pending, group = 0, 0
             with torch.no_grad():
                 keys = keys or list(step.sums)
                 count = one * step.count
-                fixed = torch.stack([step.loss.detach() * step.count, count, grad_norm.float(), one]).double()
+                fixed = torch.stack([step.loss.detach() * step.count, count, grad_norm.float() if stepped else zero,
+                                     one if stepped else zero]).double()
                 # one stack (promoted to the widest dtype) and one cast, whatever the number of diagnostics
                 vector = torch.cat([fixed, torch.stack([step.sums[k] for k in keys]).double()]) if keys else fixed
                 totals = vector if totals is None else totals + vector

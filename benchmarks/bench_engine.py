@@ -10,13 +10,17 @@
 3. ``--graph DATASET``: the same comparison for the graph task (the paper's SAGPool network on a TU dataset's
    training split, batch 128): the engine's epoch, PyG collation through its ``LoaderBatches`` included, against a
    bare loop over PyG's own ``DataLoader`` (forward, ``F.cross_entropy``, backward, step); target: <= 1.10x.
-4. ``--resnet18 DATASET`` (GPU): ResNet-18 (CIFAR stem) training throughput on a CIFAR-10 array folder or
+4. ``--translation``: target tokens per second of the engine's epoch on the quick Multi30k recipe's model and
+   token batches (a slice of the training set) against a bare loop over the same batches (forward, per-token
+   label-smoothed cross-entropy with padding ignored, backward, step); then decoding speed of the trained-for-
+   nothing model (sentences/s, greedy and beam 5, batched), which depends on the model, not on its weights.
+5. ``--resnet18 DATASET`` (GPU): ResNet-18 (CIFAR stem) training throughput on a CIFAR-10 array folder or
    registry name, batch 128, flips and crops on the device, with bf16 autocast and ``torch.compile`` each on and
    off; the first epoch (compilation, cuDNN autotuning) is discarded, and the 50k-image epoch time is derived
    from the measured images per second.
 
     python benchmarks/bench_engine.py [--device cpu|cuda] [--repeats 5] [--steps 60] [--recipes]
-                                      [--graph PROTEINS] [--resnet18 cifar10|PATH]
+                                      [--graph PROTEINS] [--translation] [--resnet18 cifar10|PATH]
 """
 
 from __future__ import annotations
@@ -133,6 +137,55 @@ def graph_overhead(device: torch.device, repeats: int, dataset: str) -> dict[str
             "engine_ms": 1e3 * engine, "ratio": engine / bare}
 
 
+def translation_throughput(device: torch.device, repeats: int, pairs: int) -> dict[str, float]:
+    cfg = apply_overrides(load_config(ROOT / "configs/quick/multi30k.yaml"),
+                          [f"--data.train_subset={pairs}", "--data.eval_subset=200", f"--train.device={device}",
+                           "--train.amp=fp32", "--loss.name=ce_ls"])
+    torch.manual_seed(0)
+    task = build_task(cfg, device)
+    prepared = task.setup()
+    trainer = Trainer(task, prepared, task.build_criterion(prepared.stats), quiet=True)
+    model, batches = prepared.model.to(device), prepared.train
+    tokens = sum(len(t) + 1 for t in batches.targets)
+    bare_opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98))
+
+    def bare(epoch: int) -> None:
+        model.train()
+        for inputs, labels in batches.epoch(epoch):
+            logits = model(inputs)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=0,
+                                   label_smoothing=0.1)
+            bare_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            bare_opt.step()
+
+    times: dict[str, list[float]] = {"bare": [], "engine": []}
+    for r in range(repeats + 1):  # the first round is a warm-up
+        for name in ("bare", "engine"):
+            _sync(device)
+            start = time.perf_counter()
+            bare(r) if name == "bare" else trainer.train_epoch(r)
+            _sync(device)
+            if r:
+                times[name].append(time.perf_counter() - start)
+    bare_s, engine_s = statistics.median(times["bare"]), statistics.median(times["engine"])
+    model.eval()
+    test = prepared.test
+    sentences = len(test.sources)
+    decode = {}
+    for beam in (1, 5):
+        _sync(device)
+        start = time.perf_counter()
+        with torch.no_grad():
+            for inputs, _ in test.epoch(0):
+                model.generate(inputs, beam=beam)
+        _sync(device)
+        decode[beam] = sentences / (time.perf_counter() - start)
+    return {"pairs": len(batches.sources), "tokens": tokens, "bare_tok_s": tokens / bare_s,
+            "engine_tok_s": tokens / engine_s, "ratio": engine_s / bare_s, "greedy_sent_s": decode[1],
+            "beam5_sent_s": decode[5], "decoded": sentences}
+
+
 def timed_epochs(cfg, device: torch.device, epochs: int) -> tuple[Any, list[float]]:
     """Prepare the recipe's task and time ``epochs`` training epochs of the engine (seconds each)."""
     torch.manual_seed(0)
@@ -180,6 +233,8 @@ def main() -> None:
     parser.add_argument("--recipe-epochs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--graph", default=None, help="a TU dataset (PROTEINS, NCI1) for the graph-task table")
+    parser.add_argument("--translation", type=int, default=0, metavar="PAIRS",
+                        help="time the translation task on this many Multi30k training pairs (0: skip)")
     parser.add_argument("--resnet18", default=None, help="CIFAR-10 name or array folder for the ResNet-18 table")
     args = parser.parse_args()
     if args.threads:
@@ -203,6 +258,12 @@ def main() -> None:
         print(f"\ngraph task, SAGPool, {row['dataset']} training split ({row['graphs']} graphs, {row['steps']} steps)")
         print(f"{'bare_ms/epoch':>14}{'engine_ms/epoch':>16}{'engine/bare':>13}")
         print(f"{row['bare_ms']:>14.1f}{row['engine_ms']:>16.1f}{row['ratio']:>12.3f}x")
+    if args.translation:
+        row = translation_throughput(device, args.repeats, args.translation)
+        print(f"\ntranslation, quick Multi30k model, {row['pairs']} pairs ({row['tokens']} target tokens)")
+        print(f"{'bare tok/s':>11}{'engine tok/s':>14}{'engine/bare':>13}{'greedy sent/s':>15}{'beam5 sent/s':>14}")
+        print(f"{row['bare_tok_s']:>11.0f}{row['engine_tok_s']:>14.0f}{row['ratio']:>12.3f}x"
+              f"{row['greedy_sent_s']:>15.1f}{row['beam5_sent_s']:>14.1f}")
     if args.resnet18:
         print(f"\nResNet-18 (CIFAR stem), batch 128, {args.resnet18}")
         print(f"{'amp':<6}{'compile':>8}{'images/s':>10}{'epoch_50k_s':>13}{'first_epoch_s':>15}")

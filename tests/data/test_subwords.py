@@ -6,7 +6,14 @@ import pytest
 
 pytest.importorskip("sentencepiece")
 
-from encouraging.data.subwords import EOS, PAD, UNK, PretokenizedVocab, sentencepiece_vocab  # noqa: E402
+from encouraging.data.subwords import (  # noqa: E402
+    EOS,
+    PAD,
+    UNK,
+    PretokenizedVocab,
+    remove_bpe,
+    sentencepiece_vocab,
+)
 from encouraging.data.text import CORPORA, read_parallel  # noqa: E402
 
 
@@ -40,6 +47,8 @@ def test_pretokenized_text_keeps_its_segmentation_and_loses_the_markers_when_dec
     assert vocab.decode([*ids, EOS]) == "ich sehe den baum"
     assert vocab.encode("ich kenne") == [vocab.index["ich"], UNK]
     assert vocab.decode(vocab.encode("ich kenne")) == "ich <unk>"
+    assert remove_bpe("der b@@ aum ist gr@@ ün") == "der baum ist grün"
+    assert remove_bpe("ende@@") == "ende"  # as fairseq's --remove-bpe
     assert len(PretokenizedVocab.build(train, min_count=2)) == 4 + 4  # ich, sehe, b@@, aum
     vocab.save(tmp_path / "v.json")
     assert PretokenizedVocab.load(tmp_path / "v.json").tokens == vocab.tokens

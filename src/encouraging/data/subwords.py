@@ -25,6 +25,12 @@ SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
 BPE_MARK = "@@ "
 
 
+def remove_bpe(text: str) -> str:
+    """Text with subword-nmt's continuation markers removed (``"b@@ aum"`` -> ``"baum"``; fairseq's
+    ``--remove-bpe``)."""
+    return (text + " ").replace(BPE_MARK, "").strip()
+
+
 class SentencePieceVocab:
     """A trained sentencepiece model (``path``) with the module's special ids."""
 
@@ -68,8 +74,7 @@ class PretokenizedVocab:
 
     def decode(self, ids: Iterable[int]) -> str:
         """The text of ``ids`` with the subword markers removed (special ids dropped, ``<unk>`` kept)."""
-        text = " ".join(self.tokens[i] for i in ids if i == UNK or i > EOS)
-        return (text + " ").replace(BPE_MARK, "").strip()
+        return remove_bpe(" ".join(self.tokens[i] for i in ids if i == UNK or i > EOS))
 
     def save(self, path: str | os.PathLike[str]) -> None:
         Path(path).write_text(json.dumps(self.tokens, ensure_ascii=False), encoding="utf-8")

@@ -104,7 +104,7 @@ class TranslationTask(Task):
         return problems
 
     def setup(self) -> Prepared:
-        from ..data.subwords import PretokenizedVocab, sentencepiece_vocab
+        from ..data.subwords import PretokenizedVocab, remove_bpe, sentencepiece_vocab
         from ..data.text import find_corpus, read_parallel
         from ..models import create_model
 
@@ -138,7 +138,8 @@ class TranslationTask(Task):
         for split, beam in (("valid", d.val_beam), ("test", d.beam)):
             batches = TokenBatches(*ids[split], d.eval_max_tokens, train=False, world=self.world,
                                    device=self.device)
-            references = [self.vocab.decode(self.vocab.encode(t)) if pretokenized else t for t in pairs[split][1]]
+            # the references as written (de-BPE'd): words the vocabulary lacks stay words, not <unk>
+            references = [remove_bpe(t) if corpus.bpe else t for t in pairs[split][1]]
             splits[split] = (batches, _Split(references, beam))
         self._splits = {id(batches): info for batches, info in splits.values()}
         model = create_model(self.cfg.model.name, num_classes=len(self.vocab), **self.cfg.model.kwargs)

@@ -29,6 +29,7 @@ from ..engine.classification import classification_step
 from ..engine.config import ModelConfig
 from ..engine.distributed import gather_objects, gather_rows
 from ..engine.task import DataStats, MetricSpec, Prepared, Step, Task, register_task
+from ..models import unwrap_model
 
 _RUNTIME = {"hash": False}
 VOCABS = ("auto", "sentencepiece", "pretokenized")
@@ -184,8 +185,9 @@ class TranslationTask(Task):
                 sums += torch.stack([F.cross_entropy(z, y, reduction="sum").double(),
                                      (z.argmax(-1) == y).sum().double(), y.new_tensor(len(y)).double()])
                 with self.autocast():
-                    hypotheses = model.generate(inputs, beam=info.beam, length_penalty=d.length_penalty,
-                                                max_len_a=d.max_len_a, max_len_b=d.max_len_b)
+                    hypotheses = unwrap_model(model).generate(  # DDP and torch.compile wrappers lack it
+                        inputs, beam=info.beam, length_penalty=d.length_penalty, max_len_a=d.max_len_a,
+                        max_len_b=d.max_len_b)
                 decoded += [(int(i), self.vocab.decode(h)) for i, h in zip(inputs.index, hypotheses, strict=True)]
         sums = gather_rows(sums.cpu().unsqueeze(0), self.world).sum(0)
         order = sorted(gather_objects(decoded, self.world))

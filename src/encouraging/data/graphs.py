@@ -63,9 +63,10 @@ def load_tu(name: str, root: str | os.PathLike[str] | None = None) -> Any:
     raw = base / name / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for source in folder.glob(f"{name}_*.txt"):
-        link = raw / source.name
-        if not link.exists():
-            link.symlink_to(source.resolve())
+        try:
+            (raw / source.name).symlink_to(source.resolve())
+        except FileExistsError:  # linked before (or by a run starting beside this one)
+            pass
     return TUDataset(str(base), name)
 
 

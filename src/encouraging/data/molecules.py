@@ -142,13 +142,13 @@ def _convert(csv_path: Path, target: Path) -> None:
                            num_nodes=graph["num_nodes"]))
     train, valid, test = scaffold_split(scaffolds)
     target.mkdir(parents=True, exist_ok=True)
-    tmp = target / "graphs.pt.tmp"
+    tmp = target / f"graphs.pt.tmp{os.getpid()}"  # per process: two runs may convert at once
     InMemoryDataset.save(graphs, str(tmp))
     record = {"source": str(csv_path), "molecules": len(smiles), "lenient_rows": lenient, "failed_rows": failed,
               "split": {"train": train, "valid": valid, "test": test}}
-    (target / "conversion.json.tmp").write_text(json.dumps(record))
+    (target / f"conversion.json.tmp{os.getpid()}").write_text(json.dumps(record))
     os.replace(tmp, target / "graphs.pt")
-    os.replace(target / "conversion.json.tmp", target / "conversion.json")
+    os.replace(target / f"conversion.json.tmp{os.getpid()}", target / "conversion.json")
 
 
 def load_molhiv(root: str | os.PathLike[str] | None = None) -> tuple[Any, dict[str, Any]]:

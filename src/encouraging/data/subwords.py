@@ -100,7 +100,7 @@ def sentencepiece_vocab(texts: list[str], vocab_size: int = 8000, model_type: st
         import sentencepiece as spm
 
         folder.mkdir(parents=True, exist_ok=True)
-        corpus = folder / "train.txt"
+        corpus = folder / f"train{os.getpid()}.txt"  # per process: two runs may train the same model at once
         corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")
         tmp = folder / f"tmp{os.getpid()}"
         spm.SentencePieceTrainer.train(

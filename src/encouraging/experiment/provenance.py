@@ -4,6 +4,7 @@ the results database keeps (with the task's declared metrics and the loss's labe
 from __future__ import annotations
 
 import dataclasses
+import functools
 import platform
 import re
 import subprocess
@@ -46,6 +47,7 @@ def versions() -> dict[str, str]:
     return out
 
 
+@functools.cache  # the checkout as this process found it: a grid's later commits do not change the code it runs
 def git_commit() -> str | None:
     try:
         root = Path(__file__).resolve().parents[3]

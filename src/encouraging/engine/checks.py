@@ -7,8 +7,9 @@ message per problem, each naming the field and the value, so a grid can refuse a
 
 from __future__ import annotations
 
+import importlib.util
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .config import Config
@@ -44,6 +45,19 @@ def _get(cfg: Config, key: str) -> Any:
     for part in key.split("."):
         value = getattr(value, part)
     return value
+
+
+def field_problems(prefix: str, section: Any, rules: Iterable[tuple[str, bool, str]]) -> list[str]:
+    """``"<prefix>.<name> must be <rule>, got <value>"`` for each rule ``(name, ok, rule)`` of ``section`` that
+    failed: a task's checks of its own config section."""
+    return [f"{prefix}.{name} must be {rule}, got {getattr(section, name)!r}" for name, ok, rule in rules if not ok]
+
+
+def missing_modules(task: str, modules: Iterable[str], extra: str) -> list[str]:
+    """One message per module of ``modules`` that is not installed (looked up, not imported: PyG and Transformers
+    take seconds to import, and a grid checks every config before it trains)."""
+    return [f"task {task} needs {module}: pip install 'encouraging[{extra}]'" for module in modules
+            if importlib.util.find_spec(module) is None]
 
 
 def config_problems(cfg: Config) -> list[str]:

@@ -19,6 +19,7 @@ from typing import Any
 from torch import nn
 
 from ..engine.batches import LoaderBatches
+from ..engine.checks import field_problems, missing_modules
 from ..engine.classification import ClassificationTask, binary_step
 from ..engine.config import ModelConfig
 from ..engine.distributed import gather_rows
@@ -69,18 +70,13 @@ class GraphTask(ClassificationTask):
 
     def check(self) -> list[str]:
         d = self.cfg.data
-        problems = [f"data.{name} must be {rule}, got {getattr(d, name)!r}" for name, ok, rule in (
+        return field_problems("data", d, (
             ("batch_size", d.batch_size >= 1, ">= 1"), ("eval_batch_size", d.eval_batch_size >= 1, ">= 1"),
             ("subset", d.subset >= 0, ">= 0 (0 = all)"), ("num_workers", d.num_workers >= 0, ">= 0"),
             ("split", len(d.split) == 3 and all(isinstance(f, int | float) and f >= 0 for f in d.split)
              and abs(sum(d.split) - 1) < 1e-9 and d.split[1] > 0 and d.split[2] > 0,
              "three fractions (train, validation, test) summing to 1, validation and test > 0"),
-        ) if not ok]
-        try:
-            import torch_geometric  # noqa: F401
-        except ImportError:
-            problems.append("task graph needs PyTorch Geometric: pip install 'encouraging[graph]'")
-        return problems
+        )) + missing_modules(self.name, ("torch_geometric",), "graph")
 
     def setup(self) -> Prepared:
         import torch
@@ -175,21 +171,16 @@ class MoleculeTask(ClassificationTask):
 
     def check(self) -> list[str]:
         d, loss = self.cfg.data, self.cfg.loss
-        problems = [f"data.{name} must be {rule}, got {getattr(d, name)!r}" for name, ok, rule in (
+        problems = field_problems("data", d, (
             ("dataset", d.dataset in MOLECULE_DATASETS, f"one of {MOLECULE_DATASETS}"),
             ("batch_size", d.batch_size >= 1, ">= 1"), ("eval_batch_size", d.eval_batch_size >= 1, ">= 1"),
             ("subset", d.subset == 0 or d.subset >= 30, "0 (all) or >= 30"),
             ("num_workers", d.num_workers >= 0, ">= 0"),
-        ) if not ok]
+        ))
         if loss.name not in BINARY_LOSSES:
             problems.append(f"loss.name must be one of {BINARY_LOSSES} for task ogbg (binary labels: ce is binary "
                             f"cross-entropy, el the binary encouraging loss), got {loss.name!r}")
-        for module in ("torch_geometric", "ogb", "rdkit"):
-            try:
-                __import__(module)
-            except ImportError:
-                problems.append(f"task ogbg needs {module}: pip install 'encouraging[graph]'")
-        return problems
+        return problems + missing_modules(self.name, ("torch_geometric", "ogb", "rdkit"), "graph")
 
     def build_criterion(self, stats: DataStats) -> Any:
         from ..losses import BinaryEncouragingLoss

@@ -19,6 +19,7 @@ from torch.utils.data import Subset
 from ..data import TEST_SETS, load_image_dataset
 from ..engine.adversarial import TRAIN_ATTACKS, build_perturbation
 from ..engine.batches import AUGMENTS, LoaderBatches, TensorBatches
+from ..engine.checks import field_problems
 from ..engine.classification import ClassificationTask
 from ..engine.task import DataStats, Prepared, Step, class_counts, holdout, register_task
 from ..models import create_model
@@ -65,15 +66,14 @@ class ImageTask(ClassificationTask):
 
     def check(self) -> list[str]:
         d, adv = self.cfg.data, self.cfg.train.adversarial
-        rules = (
+        problems = field_problems("data", d, (
             ("batch_size", d.batch_size >= 1, ">= 1"), ("eval_batch_size", d.eval_batch_size >= 1, ">= 1"),
             ("train_subset", d.train_subset >= 0, ">= 0 (0 = all)"), ("test_subset", d.test_subset >= 0, ">= 0"),
             ("val_fraction", 0.0 <= d.val_fraction < 1.0, "in [0, 1)"), ("crop_padding", d.crop_padding >= 0, ">= 0"),
             ("image_size", d.image_size >= 0, ">= 0 (0 = native)"), ("num_workers", d.num_workers >= 0, ">= 0"),
             ("augment", d.augment in AUGMENTS, f"one of {AUGMENTS}"),
             ("test_set", d.test_set in TEST_SETS, f"one of {TEST_SETS}"),
-        )
-        problems = [f"data.{name} must be {allowed}, got {getattr(d, name)!r}" for name, ok, allowed in rules if not ok]
+        ))
         if adv.attack not in TRAIN_ATTACKS:
             problems.append(f"train.adversarial.attack must be one of {TRAIN_ATTACKS}, got {adv.attack!r}")
         return problems

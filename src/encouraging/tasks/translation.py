@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..engine.batches import TokenBatches
+from ..engine.checks import field_problems, missing_modules
 from ..engine.classification import classification_step
 from ..engine.config import ModelConfig
 from ..engine.distributed import gather_objects, gather_rows
@@ -83,26 +84,20 @@ class TranslationTask(Task):
         from ..data.text import CORPORA
 
         d = self.cfg.data
-        rules = (
-            ("dataset", d.dataset in CORPORA, f"one of {sorted(CORPORA)}"), ("vocab", d.vocab in VOCABS,
-                                                                            f"one of {VOCABS}"),
+        problems = field_problems("data", d, (
+            ("dataset", d.dataset in CORPORA, f"one of {sorted(CORPORA)}"),
+            ("vocab", d.vocab in VOCABS, f"one of {VOCABS}"),
             ("vocab_size", d.vocab_size > 4, "> 4"), ("min_count", d.min_count >= 1, ">= 1"),
             ("max_tokens", d.max_tokens >= 1, ">= 1"), ("eval_max_tokens", d.eval_max_tokens >= 1, ">= 1"),
             ("max_len", d.max_len >= 1, ">= 1"), ("train_subset", d.train_subset >= 0, ">= 0 (0 = all)"),
             ("eval_subset", d.eval_subset >= 0, ">= 0 (0 = all)"), ("beam", d.beam >= 1, ">= 1"),
             ("val_beam", d.val_beam >= 1, ">= 1"), ("max_len_a", d.max_len_a >= 0, ">= 0"),
             ("max_len_b", d.max_len_b >= 1, ">= 1"),
-        )
-        problems = [f"data.{name} must be {rule}, got {getattr(d, name)!r}" for name, ok, rule in rules if not ok]
+        ))
         if self.cfg.loss.name not in TOKEN_LOSSES:
             problems.append(f"loss.name must be one of {TOKEN_LOSSES} for task translation, got "
                             f"{self.cfg.loss.name!r}")
-        for module in ("sentencepiece", "sacrebleu", "transformers"):
-            try:
-                __import__(module)
-            except ImportError:
-                problems.append(f"task translation needs {module}: pip install 'encouraging[translation]'")
-        return problems
+        return problems + missing_modules(self.name, ("sentencepiece", "sacrebleu", "transformers"), "translation")
 
     def setup(self) -> Prepared:
         from ..data.subwords import PretokenizedVocab, remove_bpe, sentencepiece_vocab

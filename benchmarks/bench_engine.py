@@ -30,6 +30,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,22 @@ load_plugins()
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def alternate(device: torch.device, repeats: int, bare: Callable[[int], Any], engine: Callable[[int], Any]
+              ) -> tuple[float, float]:
+    """Median seconds of ``bare(r)`` and ``engine(r)`` (an epoch each), called alternately for ``repeats`` timed
+    rounds after a warm-up round."""
+    times: dict[str, list[float]] = {"bare": [], "engine": []}
+    for r in range(repeats + 1):
+        for name, epoch in (("bare", bare), ("engine", engine)):
+            _sync(device)
+            start = time.perf_counter()
+            epoch(r)
+            _sync(device)
+            if r:
+                times[name].append(time.perf_counter() - start)
+    return statistics.median(times["bare"]), statistics.median(times["engine"])
 
 
 def bare_epoch(model: nn.Module, opt: torch.optim.Optimizer, xs: torch.Tensor, ys: torch.Tensor, batch: int) -> None:
@@ -83,20 +100,9 @@ def overhead(device: torch.device, repeats: int, steps: int, model_name: str) ->
     xs = torch.cat([bx for bx, _ in batches.epoch(0)])  # the same normalised pixels, prepared once
     ys = torch.cat([by for _, by in batches.epoch(0)])
     bare_opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    times: dict[str, list[float]] = {"bare": [], "engine": []}
-    for r in range(repeats + 1):  # the first round is a warm-up
-        for name in ("bare", "engine"):
-            _sync(device)
-            start = time.perf_counter()
-            if name == "bare":
-                bare_epoch(model, bare_opt, xs, ys, batch)
-            else:
-                trainer.train_epoch(r)
-            _sync(device)
-            if r:
-                times[name].append((time.perf_counter() - start) / steps)
-    bare, engine = statistics.median(times["bare"]), statistics.median(times["engine"])
-    return {"model": model_name, "steps": steps, "bare_ms": 1e3 * bare, "engine_ms": 1e3 * engine,
+    bare, engine = alternate(device, repeats, lambda r: bare_epoch(model, bare_opt, xs, ys, batch),
+                             trainer.train_epoch)
+    return {"model": model_name, "steps": steps, "bare_ms": 1e3 * bare / steps, "engine_ms": 1e3 * engine / steps,
             "ratio": engine / bare}
 
 
@@ -123,16 +129,7 @@ def graph_overhead(device: torch.device, repeats: int, dataset: str) -> dict[str
             loss.backward()
             bare_opt.step()
 
-    times: dict[str, list[float]] = {"bare": [], "engine": []}
-    for r in range(repeats + 1):  # the first round is a warm-up
-        for name in ("bare", "engine"):
-            _sync(device)
-            start = time.perf_counter()
-            bare_epoch_graphs(r) if name == "bare" else trainer.train_epoch(r)
-            _sync(device)
-            if r:
-                times[name].append(time.perf_counter() - start)
-    bare, engine = statistics.median(times["bare"]), statistics.median(times["engine"])
+    bare, engine = alternate(device, repeats, bare_epoch_graphs, trainer.train_epoch)
     return {"dataset": dataset, "graphs": len(graphs), "steps": len(prepared.train), "bare_ms": 1e3 * bare,
             "engine_ms": 1e3 * engine, "ratio": engine / bare}
 
@@ -159,16 +156,7 @@ def translation_throughput(device: torch.device, repeats: int, pairs: int) -> di
             loss.backward()
             bare_opt.step()
 
-    times: dict[str, list[float]] = {"bare": [], "engine": []}
-    for r in range(repeats + 1):  # the first round is a warm-up
-        for name in ("bare", "engine"):
-            _sync(device)
-            start = time.perf_counter()
-            bare(r) if name == "bare" else trainer.train_epoch(r)
-            _sync(device)
-            if r:
-                times[name].append(time.perf_counter() - start)
-    bare_s, engine_s = statistics.median(times["bare"]), statistics.median(times["engine"])
+    bare_s, engine_s = alternate(device, repeats, bare, trainer.train_epoch)
     model.eval()
     test = prepared.test
     sentences = len(test.sources)

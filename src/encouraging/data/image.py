@@ -468,6 +468,14 @@ def _folder_transforms(info: DatasetInfo | None, image_size: int | None) -> tupl
     return size, train_tf, test_tf
 
 
+def _folder_info(info: DatasetInfo | None, folder: Path, description: str, size: int, classes: Any,
+                 train_size: int, test_size: int) -> DatasetInfo:
+    """``info`` (a registered folder dataset's, or a new entry named after ``folder``) with what loading found."""
+    base = info or DatasetInfo(folder.name, 0, 3, size, IMAGENET_MEAN, IMAGENET_STD, description, kind="folder")
+    return replace(base, num_classes=len(classes), classes=tuple(classes), image_size=size, train_size=train_size,
+                   test_size=test_size)
+
+
 def load_list_folder(
     path: str | os.PathLike[str], *, image_size: int | None = None, info: DatasetInfo | None = None
 ) -> FolderData:
@@ -491,11 +499,9 @@ def load_list_folder(
         raise ValueError(f"{train_list}: classes {empty} have no training images (labels must be 0 .. C-1)")
     if max(test.targets) >= num_classes:
         raise ValueError(f"{test_list}: label {max(test.targets)} is not a training class (0 .. {num_classes - 1})")
-    base = info or DatasetInfo(folder.name, 0, 3, size, IMAGENET_MEAN, IMAGENET_STD, f"list files in {folder}",
-                               kind="folder")
-    classes = base.classes if base.classes and len(base.classes) == num_classes else None
-    new_info = replace(base, num_classes=num_classes, classes=classes or tuple(str(c) for c in range(num_classes)),
-                       image_size=size, train_size=len(train), test_size=len(test))
+    named = info is not None and info.classes is not None and len(info.classes) == num_classes
+    classes = info.classes if named else tuple(str(c) for c in range(num_classes))
+    new_info = _folder_info(info, folder, f"list files in {folder}", size, classes, len(train), len(test))
     note = f"{new_info.title} {test_list.name} ({len(test)} images, {folder})"
     return FolderData(train, test, new_info, note, f"list files {train_list.name} / {test_list.name} in {folder}")
 
@@ -527,14 +533,7 @@ def load_image_folder(
     extra = sorted(p.name for p in test_dir.iterdir() if p.is_dir() and p.name not in train.class_to_idx)
     if extra:
         raise ValueError(f"{test_dir} has classes that {train_dir} lacks: {extra[:10]}")
-    name = info.name if info else folder.name
-    base = info or DatasetInfo(
-        name, 0, 3, size, IMAGENET_MEAN, IMAGENET_STD, f"ImageFolder tree {folder}", kind="folder"
-    )
-    new_info = replace(
-        base, num_classes=len(train.classes), classes=tuple(train.classes), image_size=size,
-        train_size=len(train), test_size=len(test),
-    )  # fmt: skip
+    new_info = _folder_info(info, folder, f"ImageFolder tree {folder}", size, train.classes, len(train), len(test))
     note = f"{new_info.title} {test_dir.name} ({len(test)} images, {test_dir})"
     return FolderData(train, test, new_info, note, f"ImageFolder {folder}")
 

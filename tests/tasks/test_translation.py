@@ -3,6 +3,8 @@ BLEU from sacreBLEU on the decoded split, and bad settings refused."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -54,6 +56,37 @@ def test_the_loss_leaves_padding_out_exactly(cfg):
     torch.testing.assert_close(padded.loss, alone, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("loss", ["ce_ls", "el_ls"])
+def test_the_fused_output_layer_gives_the_loss_gradients_and_diagnostics_of_the_logits(cfg, loss):
+    from encouraging.engine.task import build_task
+
+    plain, fused = (build_task(apply_overrides(cfg, [f"--loss.name={loss}", "--loss.log_end=0.5",
+                                                     f"--model.fused_loss={on}"])) for on in (False, True))
+    prepared = plain.setup()
+    fused.setup()
+    model = prepared.model.eval()  # no dropout: both steps see the same network
+    criterion = plain.build_criterion(prepared.stats)
+    batch = next(iter(prepared.train.epoch(0)))
+    steps, grads = [], []
+    for task in (plain, fused):
+        model.zero_grad()
+        step = task.training_step(model, batch, criterion)
+        step.loss.backward()
+        steps.append(step)
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    (a, b), (ga, gb) = steps, grads
+    assert a.count == b.count
+    torch.testing.assert_close(b.loss, a.loss, rtol=1e-5, atol=1e-6)
+    for name in a.sums:
+        # the bonus sum is n * loss - (smoothed) CE sum: float32 rounding of the loss, times n tokens
+        atol = 1e-6 * a.count * float(a.loss) if name == "train_bonus" else 1e-4
+        torch.testing.assert_close(b.sums[name], a.sums[name], rtol=1e-5, atol=atol,
+                                   msg=lambda m, name=name: f"{name}: {m}")
+    assert ga.keys() == gb.keys() and "model.model.shared.weight" in ga  # the tied embedding and output layer
+    for name in ga:
+        torch.testing.assert_close(gb[name], ga[name], rtol=1e-4, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
+
+
 def test_bleu_is_sacrebleus_on_the_decoded_hypotheses(cfg):
     import sacrebleu
 
@@ -74,6 +107,21 @@ def test_bleu_is_sacrebleus_on_the_decoded_hypotheses(cfg):
     assert sacrebleu.corpus_bleu(references, [references]).score == pytest.approx(100.0)
 
 
+def test_bleu_of_known_pairs_matches_the_hand_computed_value():
+    from encouraging.tasks.translation import corpus_bleu
+
+    # precisions 5/6, 3/5, 2/4, 1/3 and equal lengths (BP = 1): 100 * (5/6 * 3/5 * 2/4 * 1/3) ** (1/4)
+    hand = 100 * (5 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25
+    assert corpus_bleu(["the cat sat on the mat"], ["the cat sat on a mat"], tokenized=False) == {
+        "bleu": pytest.approx(hand, abs=1e-6)}
+    # every n-gram right, 4 of 5 words: BLEU = 100 * BP = 100 * exp(1 - 5/4)
+    short = corpus_bleu(["a b c d"], ["a b c d e"], tokenized=True)
+    assert short == {"bleu": pytest.approx(100 * math.exp(-0.25)), "bleu_tok": pytest.approx(100 * math.exp(-0.25))}
+    # tokenized BLEU splits on spaces only: "dog ." is two tokens as written, and "dog." one
+    apart = corpus_bleu(["a big dog ."], ["a big dog."], tokenized=True)
+    assert apart["bleu"] == pytest.approx(100.0) and apart["bleu_tok"] < 100.0
+
+
 def test_bad_translation_settings_are_refused(cfg, tmp_path):
     from encouraging.experiment import run
     from encouraging.experiment.runner import ConfigError
@@ -82,6 +130,8 @@ def test_bad_translation_settings_are_refused(cfg, tmp_path):
         run(apply_overrides(cfg, ["--loss.name=ldam"]), out_dir=tmp_path, db=None)
     with pytest.raises(ConfigError, match="data.dataset must be one of"):
         run(apply_overrides(cfg, ["--data.dataset=wmt14"]), out_dir=tmp_path, db=None)
+    with pytest.raises(ConfigError, match="model.fused_loss computes the encouraging loss .* got 'focal'"):
+        run(apply_overrides(cfg, ["--loss.name=focal", "--model.fused_loss=true"]), out_dir=tmp_path, db=None)
     with pytest.raises(ConfigError, match="inverse_sqrt needs optim.warmup_epochs > 0"):
         run(apply_overrides(cfg, ["--optim.warmup_epochs=0"]), out_dir=tmp_path, db=None)
 

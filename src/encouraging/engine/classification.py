@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..losses import EncouragingLoss, linear_encouraging_loss
+from ..losses.linear import default_chunk_size
 from .distributed import SINGLE, World, all_reduce_sum
 from .task import Batches, Step, Task
 
@@ -25,16 +27,44 @@ def classification_step(logits: Tensor, target: Tensor, criterion: nn.Module, *,
     """``criterion(logits, target)`` with the diagnostics above; ``logits`` ``(N, C)`` float32, ``target`` ``(N,)``."""
     loss = criterion(logits, target)
     with torch.no_grad():
-        log_p_y = logits.log_softmax(1).gather(1, target.unsqueeze(1)).squeeze(1)
-        p_y = log_p_y.exp()
-        n = target.numel()
-        ce, correct, p_sum, past = torch.stack(
-            [-log_p_y, (logits.argmax(1) == target).float(), p_y, (p_y > log_end).float()]).sum(1)
-        smoothing = float(getattr(criterion, "label_smoothing", 0.0))
-        base = ce if not smoothing else F.cross_entropy(logits, target, label_smoothing=smoothing, reduction="sum")
-        bonus = (loss.detach() * n).double() - base.double()
-        if getattr(criterion, "bonus_scale", None) == 0.0:  # the bonus is off (CE, LDAM, LA, ...): none to log
-            bonus = torch.zeros_like(bonus)
+        sums = _diagnostic_sums(logits, target, log_end, float(getattr(criterion, "label_smoothing", 0.0)))
+    return _step(loss, target.numel(), sums, criterion)
+
+
+def linear_classification_step(hidden: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor,
+                               criterion: EncouragingLoss, *, log_end: float = 0.75,
+                               chunk_size: int | None = None) -> Step:
+    """:func:`classification_step` of the logits ``hidden @ weight.T + bias`` without materializing them: the loss
+    through :func:`~encouraging.losses.linear_encouraging_loss` with ``criterion``'s options, the diagnostics from
+    a gradient-free pass over chunks of ``chunk_size`` rows (``hidden`` ``(N, H)``, ``weight`` ``(C, H)``)."""
+    c = criterion
+    loss = linear_encouraging_loss(
+        hidden, weight, target, bias, c.weight, c.ignore_index, c.reduction, c.label_smoothing, log_end=c.log_end,
+        bonus_scale=c.bonus_scale, bonus=c.bonus, gamma=c.gamma, bonus_start=c.bonus_start,
+        bonus_weight=c.bonus_weight, bonus_floor=c.bonus_floor, chunk_size=chunk_size)
+    rows = chunk_size or default_chunk_size(hidden.shape[0], weight.shape[0], weight.shape[1])
+    with torch.no_grad():
+        sums = sum(_diagnostic_sums(F.linear(h, weight, bias).float(), t, log_end, c.label_smoothing)
+                   for h, t in zip(hidden.detach().split(rows), target.split(rows), strict=True))
+    return _step(loss, target.numel(), sums, criterion)
+
+
+def _diagnostic_sums(logits: Tensor, target: Tensor, log_end: float, smoothing: float) -> Tensor:
+    """Summed over the rows: CE, right predictions, ``p_y``, ``p_y > log_end`` and the (smoothed) CE the loss is
+    built on."""
+    log_p_y = logits.log_softmax(1).gather(1, target.unsqueeze(1)).squeeze(1)
+    p_y = log_p_y.exp()
+    ce, correct, p_sum, past = torch.stack(
+        [-log_p_y, (logits.argmax(1) == target).float(), p_y, (p_y > log_end).float()]).sum(1)
+    base = F.cross_entropy(logits, target, label_smoothing=smoothing, reduction="sum") if smoothing else ce
+    return torch.stack([ce, correct, p_sum, past, base])
+
+
+def _step(loss: Tensor, n: int, sums: Tensor, criterion: nn.Module) -> Step:
+    ce, correct, p_sum, past, base = sums
+    bonus = loss.detach().double() * n - base.double()
+    if getattr(criterion, "bonus_scale", None) == 0.0:  # the bonus is off (CE, LDAM, LA, ...): none to log
+        bonus = torch.zeros_like(bonus)
     return Step(loss, n, {"train_ce": ce, "train_bonus": bonus, "train_acc": correct, "p_target": p_sum,
                           "frac_past_log_end": past})
 

@@ -39,9 +39,18 @@ class Seq2SeqTransformer(nn.Module):
             forced_eos_token_id=None)
         self.model = MarianMTModel(config)
 
-    def forward(self, inputs: Any) -> Tensor:
+    def forward(self, inputs: Any, *, hidden: bool = False) -> Tensor:
+        """Logits ``(N, T, V)``, or with ``hidden`` the decoder's last states ``(N, T, dim)``, from which
+        :meth:`output_layer` gives the logits (so a loss can take them without materializing the logits)."""
+        if hidden:
+            return self.model.model(input_ids=inputs.source, attention_mask=inputs.attention_mask,
+                                    decoder_input_ids=inputs.decoder_input).last_hidden_state
         return self.model(input_ids=inputs.source, attention_mask=inputs.attention_mask,
                           decoder_input_ids=inputs.decoder_input).logits
+
+    def output_layer(self) -> tuple[Tensor, Tensor]:
+        """``(weight (V, dim), bias (V,))``: logits = decoder states @ weight.T + bias (Marian's output layer)."""
+        return self.model.lm_head.weight, self.model.final_logits_bias[0]
 
     def generate(self, inputs: Any, *, beam: int = 5, length_penalty: float = 1.0, max_len_a: float = 1.2,
                  max_len_b: int = 10) -> list[list[int]]:

@@ -14,7 +14,8 @@ For each group the report gives:
 * each other loss against CE on each of those columns: the mean difference over shared seeds with a 95%
   t-interval and a paired t-test (Welch when the seeds do not match), saying plainly whether the interval excludes
   0, and whether the paper's direction holds;
-* curves: the primary test metric and mean target probability per epoch, mean over seeds with a min–max band;
+* curves: the primary test metric, mean target probability and the share of targets past ``log_end`` per epoch,
+  mean over seeds with a min–max band;
 * the test-set note and a sacrebleu-style signature per row.
 
 :func:`group_tables` (one rich-ready table per group), :func:`table_rows` and :func:`comparison_rows` return the
@@ -212,6 +213,11 @@ class Group:
         return list(seen)
 
     @cached_property
+    def extra(self) -> list[str]:
+        """The task's extra metrics that some run logged (BLEU on tokenized text exists only for tokenized corpora)."""
+        return [x for x in self.metric.extra if any(row.extra[x] for row in self.rows)]
+
+    @cached_property
     def columns(self) -> list[str]:
         """The columns shown: ``selected`` only when some run selected on a validation split, ``averaged`` only when
         some run averaged its last epochs' weights."""
@@ -401,7 +407,7 @@ def table_rows(store_or_path: ResultsStore | str | os.PathLike | list[Group], **
                              f"vs_ce_{c}": p.comparisons[c].format(scale, DIGITS) if p else None})
             for name in ("selected", "best"):
                 item[f"{name}_epoch_mean"] = summarize(row.epochs[name].values()).mean
-            for x in g.metric.extra:
+            for x in g.extra:
                 item[x] = _fmt_summary(summarize(row.extra[x].values()), scale)
             item.update({
                 "paper": row.paper.format() if row.paper else None,
@@ -430,7 +436,7 @@ def group_tables(store_or_path: ResultsStore | str | os.PathLike | list[Group], 
         short = {"selected": "selected", "final": "final", "best": "best on test*", "averaged": "averaged"}
         vs = f"vs CE ({short[head]})"
         with_paper = any(row.paper is not None for row in g.rows)
-        columns = ["loss", "n", *(short[c] for c in g.columns), *g.metric.extra, vs,
+        columns = ["loss", "n", *(short[c] for c in g.columns), *g.extra, vs,
                    *(["paper (their recipe)"] if with_paper else [])]
         rows = []
         for row in g.rows:
@@ -440,7 +446,7 @@ def group_tables(store_or_path: ResultsStore | str | os.PathLike | list[Group], 
                 paper = row.paper.format() + ("" if row.paper.same_model else " (other model)")
             cells = {"loss": row.loss_label, "n": row.n_text()}
             cells.update({short[c]: _fmt_summary(row.summary(c), g.metric.scale) for c in g.columns})
-            cells.update({x: _fmt_summary(summarize(row.extra[x].values()), g.metric.scale) for x in g.metric.extra})
+            cells.update({x: _fmt_summary(summarize(row.extra[x].values()), g.metric.scale) for x in g.extra})
             cells[vs] = p.comparisons[head].interval(g.metric.scale, DIGITS) if p else "–"
             if with_paper:
                 cells["paper (their recipe)"] = paper
@@ -780,15 +786,15 @@ def write_report(
                 table.append([row.loss_label, row.params_text() or "–", row.n_text(),
                               *(_fmt_summary(row.summary(c), g.metric.scale) for c in g.columns),
                               *(_fmt_summary(summarize(row.extra[x].values()), g.metric.scale)
-                                for x in g.metric.extra),
+                                for x in g.extra),
                               "–" if epoch.mean is None else f"{epoch.mean:.1f}", paper])
             epoch_heading = "selected epoch (mean)" if _headline(g) == "selected" else "best-on-test epoch (mean)"
-            headers = ["loss", "params", "n seeds", *(g.heading(c) for c in g.columns), *g.metric.extra,
+            headers = ["loss", "params", "n seeds", *(g.heading(c) for c in g.columns), *g.extra,
                        epoch_heading, "paper (their recipe)"]
             doc.table(headers, table, ["l", "l"] + ["r"] * (len(headers) - 2))
             notes = g.test_notes
-            doc.p("Test set: " + ("; ".join(notes) if notes else "not recorded in the run config.")
-                  + "".join(f" {note[0].upper()}{note[1:]}." for note in g.table_notes))
+            doc.p("Test set: " + ("; ".join(notes) + "." if notes else "not recorded in the run config.")
+                  + (" Notes: " + "; ".join(g.table_notes) + "." if g.table_notes else ""))
             if footnotes:
                 doc.ul([f"[{i + 1}] {pn.format()}: {pn.describe()}" for i, pn in enumerate(footnotes)])
             diverged = [f"{row.loss_label} seed {r['seed']} (epoch {int(_float(r['final']['diverged_epoch']))})"
@@ -844,6 +850,8 @@ def write_report(
                 (f"test_{g.metric.primary}", f"test {g.metric.label}", f"Test {g.metric.label} per epoch",
                  g.metric.scale, True),
                 ("p_target", "mean target probability p_y", "Mean target probability per epoch", 1.0, False),
+                ("frac_past_log_end", "share of targets with p_y > log_end", "Share of targets past log_end per epoch",
+                 1.0, False),
             ):
                 name = f"{slug}_{metric}.png"
                 caption = _plot(g, metric, ylabel, what, out / name, scale, zoom)
@@ -854,6 +862,10 @@ def write_report(
                     if metric == "p_target":
                         caption += (" `p_target`: mean probability of the true class on the training batches of"
                                     " each epoch (the model as it trained).")
+                    if metric == "frac_past_log_end":
+                        caption += (" `frac_past_log_end`: share of the training targets (tokens, in translation) whose"
+                                    " p_y exceeded the run's log_end, where the conservative bonus turns linear; CE"
+                                    " rows use the recipe's loss.log_end, as a reference.")
                     doc.p(caption)
             for render in _SECTIONS.values():
                 render(store, g, doc, out, slug)

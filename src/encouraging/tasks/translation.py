@@ -26,7 +26,7 @@ from torch import nn
 
 from ..engine.batches import TokenBatches
 from ..engine.checks import field_problems, missing_modules
-from ..engine.classification import classification_step
+from ..engine.classification import classification_step, linear_classification_step
 from ..engine.config import ModelConfig
 from ..engine.distributed import gather_objects, gather_rows
 from ..engine.task import DataStats, MetricSpec, Prepared, Step, Task, register_task
@@ -35,6 +35,7 @@ from ..models import unwrap_model
 _RUNTIME = {"hash": False}
 VOCABS = ("auto", "sentencepiece", "pretokenized")
 TOKEN_LOSSES = ("ce", "ce_ls", "el", "el_ls", "poly1", "focal", "hfl")  # per-token losses needing no class counts
+FUSED_LOSSES = ("ce", "ce_ls", "el", "el_ls")  # the EncouragingLoss presets: linear_encouraging_loss computes them
 
 
 @dataclass
@@ -59,6 +60,8 @@ class TranslationDataConfig:
 @dataclass
 class TranslationModelConfig(ModelConfig):
     name: str = "transformer_small"  # transformer_small (CPU) | transformer_iwslt_de_en (the paper's)
+    # the output layer and the loss in chunks of tokens (linear_encouraging_loss): no (tokens x vocabulary) logits
+    fused_loss: bool = False
 
 
 @dataclass
@@ -97,6 +100,9 @@ class TranslationTask(Task):
         if self.cfg.loss.name not in TOKEN_LOSSES:
             problems.append(f"loss.name must be one of {TOKEN_LOSSES} for task translation, got "
                             f"{self.cfg.loss.name!r}")
+        elif self.cfg.model.fused_loss and self.cfg.loss.name not in FUSED_LOSSES:
+            problems.append(f"model.fused_loss computes the encouraging loss (or CE) only: loss.name must be one of "
+                            f"{FUSED_LOSSES}, got {self.cfg.loss.name!r}")
         return problems + missing_modules(self.name, ("sentencepiece", "sacrebleu", "transformers"), "translation")
 
     def setup(self) -> Prepared:
@@ -157,17 +163,21 @@ class TranslationTask(Task):
 
     def training_step(self, model: nn.Module, batch: tuple, criterion: nn.Module) -> Step:
         inputs, labels = batch
-        logits = self.logits(model, inputs)
         target = labels.reshape(-1)
         keep = target != inputs.pad  # padding is no token: left out of the loss and of every diagnostic
         log_end = float(getattr(criterion, "log_end", self.cfg.loss.log_end))
+        if self.cfg.model.fused_loss:
+            with self.autocast():
+                states = model(inputs, hidden=True)
+            weight, bias = unwrap_model(model).output_layer()
+            hidden = states.reshape(-1, states.shape[-1])[keep].to(weight.dtype)
+            return linear_classification_step(hidden, weight, bias, target[keep], criterion, log_end=log_end)
+        logits = self.logits(model, inputs)
         return classification_step(logits.reshape(-1, logits.shape[-1])[keep], target[keep], criterion,
                                    log_end=log_end)
 
     def evaluate(self, model: nn.Module, batches: Any) -> dict[str, float]:
         """Per-token cross-entropy and accuracy (teacher forcing), and BLEU of the decoded split."""
-        import sacrebleu
-
         info: _Split = self._splits[id(batches)]
         d = self.cfg.data
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss, right, tokens
@@ -187,9 +197,18 @@ class TranslationTask(Task):
         sums = gather_rows(sums.cpu().unsqueeze(0), self.world).sum(0)
         order = sorted(gather_objects(decoded, self.world))
         hyps = [text for _, text in order]
-        out = {"loss": float(sums[0] / sums[2]), "acc": float(sums[1] / sums[2]),
-               "bleu": float(sacrebleu.corpus_bleu(hyps, [info.references]).score)}
-        if self.tokenized:
-            out["bleu_tok"] = float(sacrebleu.corpus_bleu(hyps, [info.references], tokenize="none").score)
-        return out
+        return {"loss": float(sums[0] / sums[2]), "acc": float(sums[1] / sums[2]),
+                **corpus_bleu(hyps, info.references, tokenized=self.tokenized)}
+
+
+def corpus_bleu(hypotheses: list[str], references: list[str], *, tokenized: bool) -> dict[str, float]:
+    """sacreBLEU's corpus BLEU (its 13a tokenizer: comparable across papers) and, for text that is already
+    tokenized, ``bleu_tok``: BLEU on the text's own tokens (``tokenize="none"``), the number fairseq papers report
+    (the paper's ``--remove-bpe`` BLEU). Both are ``100 * BP * exp(mean log n-gram precision, n = 1..4)``."""
+    import sacrebleu
+
+    out = {"bleu": float(sacrebleu.corpus_bleu(hypotheses, [references]).score)}
+    if tokenized:
+        out["bleu_tok"] = float(sacrebleu.corpus_bleu(hypotheses, [references], tokenize="none").score)
+    return out
 

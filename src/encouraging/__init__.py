@@ -11,6 +11,7 @@ from .losses import (
     FocalLoss,
     HaltedFocalLoss,
     LinearEncouragingLoss,
+    MirrorLoss,
     PolyLoss,
     binary_encouraging_loss,
     encouraging_loss,
@@ -18,6 +19,7 @@ from .losses import (
     focal_loss,
     halted_focal_loss,
     linear_encouraging_loss,
+    mirror_loss,
     poly_loss,
 )
 from .plugins import load_plugins
@@ -31,6 +33,7 @@ __all__ = [
     "FocalLoss",
     "HaltedFocalLoss",
     "LinearEncouragingLoss",
+    "MirrorLoss",
     "PolyLoss",
     "__version__",
     "binary_encouraging_loss",
@@ -40,5 +43,6 @@ __all__ = [
     "halted_focal_loss",
     "linear_encouraging_loss",
     "load_plugins",
+    "mirror_loss",
     "poly_loss",
 ]

@@ -292,10 +292,12 @@ def test_log_bonus_is_c1_at_log_end(log_end):
 @pytest.mark.parametrize("log_end", [0.0, 0.75, 1.0])
 @pytest.mark.parametrize("bonus", ["log", "power", "cosine"])
 def test_gradgradcheck_hard_labels(log_end, bonus):
-    """Hard labels without smoothing are plain autograd: second derivatives (Hessian-vector products, gradient
-    penalties) are right too."""
+    """Hard labels without smoothing through impl='autograd' are plain autograd: second derivatives
+    (Hessian-vector products, gradient penalties) are right too; the fused paths refuse them."""
     x, target, kwargs = _el_inputs(dict(log_end=log_end, bonus=bonus, weight=True), "2d", "index", ignore=True)
-    assert torch.autograd.gradgradcheck(lambda z: encouraging_loss(z, target, **kwargs), (x,))
+    assert torch.autograd.gradgradcheck(lambda z: encouraging_loss(z, target, impl="autograd", **kwargs), (x,))
+    with pytest.raises(RuntimeError, match=r"first-order: .* impl='autograd'"):
+        torch.autograd.grad(encouraging_loss(x, target, impl="torch", **kwargs).sum(), x, create_graph=True)
 
 
 @pytest.mark.parametrize("kind", ["index", "probs"])

@@ -61,11 +61,12 @@ OPTIONS = {
 
 
 def _reference(logits, target, opts, scale, dtype=torch.float64):
-    """``encouraging_loss(reduction='none')`` and the gradient of ``sum_i scale_i L_i``, computed in ``dtype``."""
+    """``encouraging_loss(reduction='none')`` and the gradient of ``sum_i scale_i L_i``, computed in ``dtype`` by
+    the op-by-op reference (``impl='autograd'``)."""
     x = logits.detach().to(dtype).requires_grad_()
     kwargs = {k: (v.to(dtype) if isinstance(v, torch.Tensor) else v) for k, v in opts.items() if k != "weight"}
     weight = opts["weight"].to(dtype) if "weight" in opts else None
-    loss = encouraging_loss(x, target, weight, reduction="none", **kwargs)
+    loss = encouraging_loss(x, target, weight, reduction="none", impl="autograd", **kwargs)
     (grad,) = torch.autograd.grad((loss * scale.to(dtype)).sum(), x)
     return loss, grad
 

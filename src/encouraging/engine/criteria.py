@@ -27,6 +27,7 @@ from ..losses import (
     EncouragingLoss,
     FocalLoss,
     HaltedFocalLoss,
+    MirrorLoss,
     PolyLoss,
     class_balanced_weights,
     ldam_margins,
@@ -286,7 +287,36 @@ def _long_tail_label(name: str, settings: Callable[[LossConfig], str]) -> Callab
     return label
 
 
+def _mirror(base: str, link: str, on: bool) -> Callable[[LossConfig, Any], nn.Module]:
+    """The builder of an MSE / MAE preset, with (``on``) or without the mirror bonus."""
+
+    def build(cfg: LossConfig, stats: Any) -> nn.Module:
+        if on and cfg.schedule_target != "bonus_scale":
+            raise ValueError(f"the mirror bonus has no log_end to schedule: schedule_target must be 'bonus_scale', "
+                             f"got {cfg.schedule_target!r}")
+        return MirrorLoss(base=base, link=link, bonus_scale=cfg.bonus_scale if on else 0.0, gamma=cfg.gamma)
+
+    return build
+
+
+def _mirror_label(base: str, link: str, on: bool) -> Callable[[LossConfig], str]:
+    def label(cfg: LossConfig) -> str:
+        name = f"{base.upper()} ({link})"
+        if not on:
+            return name
+        extra = f"gamma={cfg.gamma:g}"
+        if cfg.bonus_scale != 1.0:
+            extra += f", rho={cfg.bonus_scale:g}"
+        if cfg.defer or cfg.schedule != "constant":
+            extra += f", {cfg.schedule} defer={cfg.defer:g}"
+        return f"{name} + mirror bonus ({extra})"
+
+    return label
+
+
 _EL_USES = BONUS_FIELDS + ("label_smoothing",)
+# The mirror bonus's fields: its scale, its exponent and the schedule of its scale (it has no log_end).
+_MIRROR_USES = ("bonus_scale", "gamma", "schedule", "schedule_length", "defer", "schedule_target")
 _LS = {"label_smoothing": 0.1}
 
 for _preset in (
@@ -319,6 +349,17 @@ for _preset in (
             ("la", "LA", ("la_tau",), lambda c: f"tau={c.la_tau:g}", "logit adjustment, loss form"),
             ("bsm", "BSM", (), lambda c: "", "balanced softmax"),
         )
+        for on in (False, True)
+    ),
+    # paper.md §2.6 / §5.9: mse, mse_el (+ the mirror bonus), mse_sigmoid, mse_sigmoid_el, mae, ...
+    *(
+        LossPreset(base + ("" if link == "softmax" else f"_{link}") + ("_el" if on else ""),
+                   f"{base.upper()} of {link} probabilities vs one-hot targets"
+                   + (" + the mirror bonus -rho [y p^gamma + (1-y)(1-p)^gamma]" if on else ""),
+                   _MIRROR_USES if on else (), _mirror(base, link, on), _mirror_label(base, link, on),
+                   shown=("gamma",) if on else (), scheduled=on)
+        for base in ("mse", "mae")
+        for link in ("softmax", "sigmoid")
         for on in (False, True)
     ),
 ):

@@ -1,5 +1,5 @@
-"""Losses: the encouraging loss, its binary form, the baselines, long-tail adjustments, bonus schedules. Depends on
-torch only."""
+"""Losses: the encouraging loss, its binary form, the baselines, MSE/MAE with the mirror bonus, long-tail adjustments,
+bonus schedules. Depends on torch only."""
 
 from ._checks import disable_checks
 from .baselines import FocalLoss, HaltedFocalLoss, PolyLoss, focal_loss, halted_focal_loss, poly_loss
@@ -14,6 +14,7 @@ from .longtail import (
     ldam_margins,
     logit_offsets,
 )
+from .mirror import MirrorLoss, mirror_loss
 from .modules import EncouragingLoss, summarize
 from .schedule import BonusSchedule
 
@@ -32,6 +33,7 @@ __all__ = [
     "HaltedFocalLoss",
     "LinearEncouragingLoss",
     "LossParts",
+    "MirrorLoss",
     "PolyLoss",
     "binary_encouraging_loss",
     "disable_checks",
@@ -42,6 +44,7 @@ __all__ = [
     "halted_focal_loss",
     "linear_encouraging_loss",
     "list_bonuses",
+    "mirror_loss",
     "poly_loss",
     "register_bonus",
     "summarize",

@@ -38,6 +38,12 @@ class Targets:
     valid: Tensor | None = None  # (N, *) bool, False where target == ignore_index
     # probability targets
     probs: Tensor | None = None  # (N, C, *)
+    raw: Tensor | None = None  # (N, *) long class indices as given, ignore_index included
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """float64 for float64 input, else float32 (half precision is computed in float32)."""
+        return torch.float64 if self.x.dtype == torch.float64 else torch.float32
 
     @property
     def hard(self) -> bool:
@@ -64,8 +70,10 @@ def prepare(
     ignore_index: int,
     reduction: str,
     label_smoothing: float,
+    upcast: bool = True,
 ) -> Targets:
-    """Validate the arguments every softmax loss shares and build the batched layout."""
+    """Validate the arguments every softmax loss shares and build the batched layout; ``upcast=False`` keeps
+    half-precision input as it is (for a caller that reads it in float32 itself)."""
     check_floating("input", input)
     if not isinstance(target, Tensor):
         raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
@@ -78,7 +86,7 @@ def prepare(
     num_classes = x.shape[1]
     check_class_vector("weight", weight, num_classes)
     out_dtype = input.dtype
-    if x.dtype in (torch.float16, torch.bfloat16):
+    if upcast and x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()
 
     if target.is_floating_point():
@@ -89,7 +97,8 @@ def prepare(
             )
         if ignore_index >= 0:  # torch refuses this too: a class index means nothing for probabilities
             raise ValueError(f"ignore_index={ignore_index} is not supported for probability (floating) targets")
-        probs = (target.unsqueeze(0) if unbatched else target).to(x.dtype)
+        probs = (target.unsqueeze(0) if unbatched else target).to(
+            x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32)
         return Targets(x, num_classes, unbatched, out_dtype, probs=probs)
 
     if target.dtype in (torch.bool, torch.complex64, torch.complex128):
@@ -105,7 +114,7 @@ def prepare(
     valid = target != ignore_index
     index = torch.where(valid, target, torch.zeros((), dtype=target.dtype, device=target.device))
     check_target_range(target, index, num_classes, ignore_index)
-    return Targets(x, num_classes, unbatched, out_dtype, index=index, valid=valid)
+    return Targets(x, num_classes, unbatched, out_dtype, index=index, valid=valid, raw=target)
 
 
 def reduce(elementwise: Tensor, normalizer: Tensor | float, reduction: str, targets: Targets) -> Tensor:
@@ -124,8 +133,8 @@ def mean_normalizer(targets: Targets, weight: Tensor | None) -> Tensor | float:
     if not targets.hard:
         return float(targets.probs.numel() // targets.num_classes)
     if weight is None:
-        return targets.valid.sum().to(targets.x.dtype)
-    return torch.where(targets.valid, weight.to(targets.x.dtype)[targets.index], 0.0).sum()
+        return targets.valid.sum().to(targets.compute_dtype)
+    return torch.where(targets.valid, weight.to(targets.compute_dtype)[targets.index], 0.0).sum()
 
 
 def smoothed(targets: Targets, label_smoothing: float) -> Tensor:

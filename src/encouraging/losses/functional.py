@@ -37,6 +37,7 @@ from ._checks import check_class_vector, check_nonnegative, check_range
 from ._dense import dense_bonus_sum
 from ._targets import Targets, class_terms, mean_normalizer, prepare, reduce, smoothed
 from .bonus import BonusParams, bonus_value, get_bonus
+from .fused import Options, fused_encouraging_loss
 
 
 class LossParts(NamedTuple):
@@ -83,6 +84,15 @@ def bonus_params(bonus: str, log_end: float, bonus_scale: float, gamma: float, b
     check_range("bonus_start", bonus_start, 0.0, 1.0, high_open=True)
     check_range("bonus_floor", bonus_floor, 0.0, 1.0, high_open=True)
     return BonusParams(float(log_end), float(gamma), float(bonus_start), float(bonus_floor))
+
+
+def _checked_bonus_weight(t: Targets, bonus: str, log_end: float, bonus_scale: float,
+                          bonus_weight: Tensor | str | None, weight: Tensor | None) -> Tensor | None:
+    """The checks that need the number of classes; returns the resolved bonus class weights ``v``."""
+    if bonus == "log" and log_end == 1.0 and bonus_scale != 0.0 and t.num_classes < 2:
+        raise ValueError("the full log bonus (log_end=1) needs at least 2 classes: with C=1, p_y = 1 and "
+                         f"log(1 - p_y) = -inf; got input with C={t.num_classes}")
+    return resolve_bonus_weight(bonus_weight, weight, t.num_classes)
 
 
 def _exact_log1m(log_p: Tensor, targets: Targets) -> Tensor:
@@ -139,10 +149,7 @@ def encouraging_loss_parts(
     """
     t = prepare(input, target, weight, ignore_index, reduction, label_smoothing)
     params = bonus_params(bonus, log_end, bonus_scale, gamma, bonus_start, bonus_floor, _signed_scale)
-    if bonus == "log" and log_end == 1.0 and bonus_scale != 0.0 and t.num_classes < 2:
-        raise ValueError("the full log bonus (log_end=1) needs at least 2 classes: with C=1, p_y = 1 and "
-                         f"log(1 - p_y) = -inf; got input with C={t.num_classes}")
-    v = resolve_bonus_weight(bonus_weight, weight, t.num_classes)
+    v = _checked_bonus_weight(t, bonus, log_end, bonus_scale, bonus_weight, weight)
     v = v.to(t.x.dtype) if v is not None else None
     log_p = t.x if log_probs else F.log_softmax(t.x, dim=1)
     eps, rho = float(label_smoothing), float(bonus_scale)
@@ -182,6 +189,7 @@ def encouraging_loss(
     bonus_weight: Tensor | str | None = None,
     bonus_floor: float = 0.0,
     log_probs: bool = False,
+    impl: str = "auto",
 ) -> Tensor:
     r"""Encouraging loss: ``F.cross_entropy`` plus :math:`\rho\, v_y\, b(p_y)` (math in the module docstring).
 
@@ -209,6 +217,13 @@ def encouraging_loss(
             bonus. With ``log_end=1`` the exact bonus never stops pushing logits apart and can diverge at
             learning rates where the paper's clamped version trains (see the README's demo).
         log_probs: ``input`` already holds log-probabilities (e.g. a PyG or fairseq model's ``log_softmax``).
+        impl: how it is computed, every way to the same value and gradient: ``'torch'`` computes the loss and
+            its gradient together in forward (:mod:`encouraging.losses.fused`: CE's passes over the logits and
+            its memory), ``'triton'`` does so in one CUDA kernel (class-index targets, 2-D input, the log bonus
+            without ``bonus_start``), ``'autograd'`` is the op-by-op form (it alone has second derivatives,
+            gradients for ``weight``, ``bonus_weight`` or probability targets, and takes ``log_probs``);
+            ``'auto'`` picks ``F.cross_entropy`` itself when ``bonus_scale=0``, ``'autograd'`` where only it
+            applies, else Triton where it applies, else ``'torch'``.
 
     Returns:
         A scalar, or a tensor of the target's shape for ``reduction='none'``.
@@ -219,8 +234,64 @@ def encouraging_loss(
         >>> loss = encouraging_loss(logits, target, log_end=0.75)
         >>> loss.backward()
     """
-    return encouraging_loss_parts(
-        input, target, weight, ignore_index, reduction, label_smoothing, log_end=log_end,
-        bonus_scale=bonus_scale, bonus=bonus, gamma=gamma, bonus_start=bonus_start, bonus_weight=bonus_weight,
-        bonus_floor=bonus_floor, log_probs=log_probs,
-    ).loss
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    learned = [name for name, x in (("weight", weight), ("bonus_weight", bonus_weight), ("target", target))
+               if isinstance(x, Tensor) and x.requires_grad]
+    if impl == "autograd" or (impl == "auto" and (log_probs or learned)):
+        return encouraging_loss_parts(
+            input, target, weight, ignore_index, reduction, label_smoothing, log_end=log_end,
+            bonus_scale=bonus_scale, bonus=bonus, gamma=gamma, bonus_start=bonus_start, bonus_weight=bonus_weight,
+            bonus_floor=bonus_floor, log_probs=log_probs,
+        ).loss
+    if log_probs:
+        raise ValueError(f"impl={impl!r} computes the gradient from logits; log_probs=True needs impl='autograd'")
+    if learned:
+        raise ValueError(f"impl={impl!r} differentiates the input only, but {learned[0]} requires grad; use "
+                         "impl='autograd'")
+    t = prepare(input, target, weight, ignore_index, reduction, label_smoothing, upcast=False)
+    bonus_params(bonus, log_end, bonus_scale, gamma, bonus_start, bonus_floor)
+    v = _checked_bonus_weight(t, bonus, log_end, bonus_scale, bonus_weight, weight)
+    if impl == "auto" and bonus_scale == 0.0:  # the bonus is off: CE is torch's own, at its speed
+        return F.cross_entropy(input, target, weight, ignore_index=ignore_index, reduction=reduction,
+                               label_smoothing=label_smoothing)
+    opts = Options(ignore_index, float(label_smoothing), float(log_end), float(bonus_scale), bonus, float(gamma),
+                   float(bonus_start), float(bonus_floor))
+    use_triton = _use_triton(impl, t, opts)
+    loss = fused_encouraging_loss(t.x, t.raw if t.hard else t.probs, weight, v, reduction,
+                                  mean_normalizer(t, weight), opts, use_triton)
+    return t.finish(loss) if reduction == "none" else loss.to(t.out_dtype)
+
+
+IMPLS = ("auto", "torch", "triton", "autograd")
+
+
+def _triton_unsupported(t: Targets, opts: Options) -> str | None:
+    """What keeps the Triton kernel from computing this call, or None."""
+    x = t.x
+    if not t.hard:
+        return "probability targets"
+    if x.dim() != 2:
+        return "input with more than 2 dimensions"
+    if x.dtype == torch.float64:
+        return "float64 input"
+    if not opts.triton_ready:
+        return "a bonus other than 'log', or bonus_start > 0"
+    if x.stride(1) != 1:
+        return "non-contiguous rows"
+    from .triton import available
+
+    if not available(x.device):
+        return f"a {x.device.type} tensor (the kernel needs CUDA and triton, or TRITON_INTERPRET=1)"
+    return None
+
+
+def _use_triton(impl: str, t: Targets, opts: Options) -> bool:
+    """Whether the Triton kernel computes this call: for ``impl='triton'`` (refused where it cannot), and for
+    ``'auto'`` on CUDA wherever it applies."""
+    if impl == "torch" or (impl == "auto" and t.x.device.type != "cuda"):
+        return False
+    why = _triton_unsupported(t, opts)
+    if impl == "triton" and why is not None:
+        raise ValueError(f"impl='triton' does not support {why}; use impl='torch' or 'auto'")
+    return why is None

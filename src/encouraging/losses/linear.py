@@ -25,7 +25,6 @@ call as one opaque node (no graph break) in forward and backward.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
@@ -33,8 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import check_class_vector, check_floating, check_range, check_reduction, check_target_range
-from .bonus import P_CAP, Bonus, BonusParams, bonus_value, dense_bonus_grad, dense_bonus_value, get_bonus
 from .functional import bonus_params, resolve_bonus_weight
+from .fused import Options, loss_and_grad
 from .modules import EncouragingOptions
 
 IMPLS = ("auto", "torch", "triton")
@@ -81,94 +80,12 @@ def _triton_supported(logits: Tensor, opts: _Options) -> bool:
     return available(logits.device)
 
 
-def _target_beta(bonus: Bonus, log_p_y: Tensor, params: BonusParams) -> Tensor:
-    """``p_y b'(p_y)`` of the target's exact bonus (not the full log bonus, see below): the registry's dense
-    derivative, except where that one floors the log bonus (p > ``P_CAP`` = 1 - 1e-5, below a ``log_end`` in
-    (P_CAP, 1)) and the exact bonus still has the slope ``-p / (1 - p)``."""
-    beta = dense_bonus_grad(bonus, log_p_y, params)
-    if bonus.name != "log" or params.log_end <= P_CAP:
-        return beta
-    log1m = torch.log(-torch.expm1(log_p_y))
-    region = (log_p_y > math.log(P_CAP)) & (log_p_y <= math.log(params.log_end))
-    if params.floor > 0.0:
-        region &= log1m >= math.log(params.floor)
-    if params.start > 0.0:
-        region &= log_p_y >= math.log(params.start)
-    return torch.where(region, -torch.exp(log_p_y - log1m), beta)
-
-
-def _torch_loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor | None, bonus_weight: Tensor | None,
-                         token_grad: Tensor | None, opts: _Options) -> tuple[Tensor, Tensor | None]:
-    r"""The PyTorch twin of the Triton kernel: per-token loss and its logits gradient in closed form.
-
-    With :math:`c_k = q_k(-w_k + \rho v_k \beta_k)`, :math:`\beta_k = p_k b'(p_k)`, the gradient of
-    :math:`L = \sum_k q_k(-w_k \log p_k + \rho v_k b(p_k))` is :math:`c - p \sum_k c_k`. The full log bonus
-    of the target, :math:`A \log(1 - p_y) = A(\operatorname{lse}_{k \ne y} f_k - \operatorname{lse} f)` with
-    :math:`A = \rho q_y v_y`, is kept out of :math:`c_y` (its :math:`\beta_y = -p_y / (1 - p_y)` overflows as
-    :math:`p_y \to 1`): its gradient :math:`A(p^{\ne y} - p)`, with :math:`p^{\ne y}` the softmax over the other
-    classes, is bounded for any logits. Values follow :func:`encouraging_loss` term by term (exact target bonus,
-    floored non-target bonus under smoothing). No autograd: it runs inside a custom op, below autograd.
-    """
-    x = logits if logits.dtype == torch.float64 else logits.float()
-    vocab = x.shape[1]
-    valid = target != opts.ignore_index
-    index = torch.where(valid, target, 0).unsqueeze(1)
-    bonus, params = get_bonus(opts.bonus), BonusParams(opts.log_end, opts.gamma, opts.bonus_start, opts.bonus_floor)
-    eps, rho = opts.label_smoothing, opts.bonus_scale
-    gain, share = 1.0 - eps + eps / vocab, eps / vocab  # q_y and q_k for k != y
-    log_p = torch.log_softmax(x, 1)
-    log_p_y = log_p.gather(1, index).squeeze(1)
-    full = opts.bonus == "log" and opts.log_end == 1.0
-    # exact log(1 - p_y) = logsumexp_{k != y} log p_k, and the other classes' log-softmax
-    log_p_other = log_p.scatter(1, index, -math.inf) if full else None
-    log1m = torch.logsumexp(log_p_other, 1) if full else None
-    w_y = class_weight[index.squeeze(1)] if class_weight is not None else 1.0
-    v_y = bonus_weight[index.squeeze(1)] if bonus_weight is not None else 1.0
-    loss = -(1.0 - eps) * w_y * log_p_y + rho * gain * v_y * bonus_value(bonus, log_p_y, log1m, params)
-    if full:
-        active = torch.ones_like(log_p_y, dtype=torch.bool)
-        if params.floor > 0.0:  # the clamped bonus is constant below the floor
-            active &= log1m >= math.log(params.floor)
-        if params.start > 0.0:
-            active &= log_p_y >= math.log(params.start)
-        full_coef = active.to(x.dtype) * (rho * gain * v_y)
-        c_y = -gain * w_y * torch.ones_like(log_p_y)
-    else:
-        full_coef = 0.0
-        c_y = gain * (-w_y + rho * v_y * _target_beta(bonus, log_p_y, params))
-    if eps > 0.0:
-        w = class_weight if class_weight is not None else x.new_ones(vocab)
-        v = bonus_weight if bonus_weight is not None else x.new_ones(vocab)
-        own = dense_bonus_value(bonus, log_p_y.unsqueeze(1), params).squeeze(1)
-        loss = loss - share * (log_p @ w) + rho * share * (dense_bonus_value(bonus, log_p, params) @ v - v_y * own)
-    loss = torch.where(valid, loss, 0.0)
-    if token_grad is None:
-        return loss, None
-    scale = torch.where(valid, token_grad.to(x.dtype), 0.0).unsqueeze(1)
-    # The target column is c_y (1 - p_y) - p_y (sum_{k != y} c_k + A), with the exact 1 - p_y: as
-    # c_y - p_y sum_k c_k it would cancel catastrophically when p_y -> 1.
-    one_minus = torch.exp(log1m) if full else -torch.expm1(log_p_y)
-    p_y = torch.exp(log_p_y)
-    if eps > 0.0:
-        c = dense_bonus_grad(bonus, log_p, params).mul_(rho * v).sub_(w).mul_(share)
-        c.scatter_(1, index, 0.0)
-        c_other = c.sum(1)
-        grad = c.sub_(log_p.exp_().mul_((c_other + c_y + full_coef).unsqueeze(1)))
-    else:  # c = c_y e_y: the gradient is -c_y (p - e_y), EL's per-token multiplier times CE's gradient
-        c_other = 0.0
-        grad = log_p.exp_().mul_(-(c_y + full_coef).unsqueeze(1))
-    if full:  # + A p^{!=y}: exp(log p_k - log(1 - p_k)) = p_k / (1 - p_y) <= 1, 0 at y
-        grad.add_(log_p_other.sub_(log1m.unsqueeze(1)).exp_().mul_(full_coef.unsqueeze(1)))
-    grad.scatter_(1, index, (c_y * one_minus - p_y * (c_other + full_coef)).unsqueeze(1))
-    return loss, grad.mul_(scale).to(logits.dtype)
-
-
 def _chunk_loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor | None, bonus_weight: Tensor | None,
                          token_grad: Tensor | None, opts: _Options, use_triton: bool) -> tuple[Tensor, Tensor | None]:
     """Per-token loss (float32 or float64) of a chunk of logits and, if ``token_grad`` is given,
     ``d sum_i token_grad_i L_i / d logits`` in the logits' dtype (the Triton kernel writes it over the logits)."""
     if not use_triton:
-        return _torch_loss_and_grad(logits, target, class_weight, bonus_weight, token_grad, opts)
+        return loss_and_grad(logits, target, class_weight, bonus_weight, token_grad, Options(*opts[:8]))
     from .triton import el_loss_and_grad
 
     return el_loss_and_grad(

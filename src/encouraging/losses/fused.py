@@ -1,0 +1,257 @@
+r"""The encouraging loss and its logits gradient in closed form, computed together in the forward pass.
+
+Written op by op with autograd, EL of ``(N, C)`` logits runs dozens of small ops and keeps their intermediates
+for backward. Its gradient has a closed form, so forward can compute it beside the loss, as Liger-Kernel's
+cross-entropy does, and backward only scales it by the upstream gradient. With
+:math:`c_k = q_k(-w_k + \rho v_k \beta_k)`, :math:`\beta_k = p_k b'(p_k)` and the target distribution :math:`q`
+(one-hot, smoothed, or given), the gradient of :math:`L = \sum_k q_k(-w_k \log p_k + \rho v_k b(p_k))` is
+
+.. math::
+
+    \partial L / \partial f = c - p \textstyle\sum_k c_k .
+
+For a class-index target without smoothing :math:`c = c_y e_y` and the gradient is :math:`-c_y (p - e_y)`:
+CE's gradient times a per-example multiplier, one pass over the logits after ``log_softmax``. Values follow
+:func:`~encouraging.losses.encouraging_loss` term by term (exact target bonus, floored non-target bonus under
+smoothing). :func:`loss_and_grad` is the PyTorch form (any device, float64 included); on CUDA the Triton kernel
+of :mod:`encouraging.losses.triton` computes the same in one launch. :mod:`.linear` uses both on chunks of a
+linear layer's output.
+
+:func:`fused_encouraging_loss` wraps them for materialized logits: one ``torch.library`` custom op (so
+``torch.compile(fullgraph=True)`` sees one opaque node) inside one autograd Function. It holds one ``(N, C)``
+buffer from forward to backward (the gradient), as ``F.cross_entropy`` holds its log-probabilities, and makes one
+in backward (the gradient times the upstream one), as ``F.cross_entropy`` does. It is first-order:
+``create_graph=True`` through it raises (``impl='autograd'`` has second derivatives).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from .bonus import P_CAP, Bonus, BonusParams, bonus_value, dense_bonus_grad, dense_bonus_value, get_bonus
+
+
+class Options(NamedTuple):
+    """The loss options the closed form reads (see :func:`~encouraging.losses.encouraging_loss`)."""
+
+    ignore_index: int
+    label_smoothing: float
+    log_end: float
+    bonus_scale: float
+    bonus: str
+    gamma: float
+    bonus_start: float
+    bonus_floor: float
+
+    @property
+    def params(self) -> BonusParams:
+        return BonusParams(self.log_end, self.gamma, self.bonus_start, self.bonus_floor)
+
+    @property
+    def triton_ready(self) -> bool:
+        """Whether the Triton kernel implements these options (the log bonus without a start shift)."""
+        return self.bonus == "log" and self.bonus_start == 0.0
+
+
+def _class_view(vector: Tensor, like: Tensor) -> Tensor:
+    """A ``(C,)`` vector shaped to broadcast along dim 1 of ``like`` ``(N, C, *)``."""
+    return vector.view((1, -1) + (1,) * (like.dim() - 2))
+
+
+def _class_dot(x: Tensor, vector: Tensor) -> Tensor:
+    """``sum_k x_k vector_k`` over dim 1 of ``(N, C, *)``: a matrix-vector product, no ``(N, C)`` temporary."""
+    return x @ vector if x.dim() == 2 else x.movedim(1, -1) @ vector
+
+
+def _target_beta(bonus: Bonus, log_p_y: Tensor, params: BonusParams) -> Tensor:
+    """``p_y b'(p_y)`` of the target's exact bonus (not the full log bonus, see below): the registry's dense
+    derivative, except where that one floors the log bonus (p > ``P_CAP`` = 1 - 1e-5, below a ``log_end`` in
+    (P_CAP, 1)) and the exact bonus still has the slope ``-p / (1 - p)``."""
+    beta = dense_bonus_grad(bonus, log_p_y, params)
+    if bonus.name != "log" or params.log_end <= P_CAP:
+        return beta
+    log1m = torch.log(-torch.expm1(log_p_y))
+    region = (log_p_y > math.log(P_CAP)) & (log_p_y <= math.log(params.log_end))
+    if params.floor > 0.0:
+        region &= log1m >= math.log(params.floor)
+    if params.start > 0.0:
+        region &= log_p_y >= math.log(params.start)
+    return torch.where(region, -torch.exp(log_p_y - log1m), beta)
+
+
+def _log_softmax(logits: Tensor) -> Tensor:
+    """float32 (float64 stays) log-probabilities over dim 1: half precision is read once, never copied."""
+    return torch.log_softmax(logits, 1, dtype=torch.float64 if logits.dtype == torch.float64 else torch.float32)
+
+
+def loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor | None, bonus_weight: Tensor | None,
+                  token_grad: Tensor | None, opts: Options) -> tuple[Tensor, Tensor | None]:
+    r"""Per-element loss ``(N, *)`` (float32 or float64) of logits ``(N, C, *)`` against class indices ``(N, *)``
+    and, when ``token_grad`` (broadcastable to the target) is given, :math:`\partial \sum_i s_i L_i /
+    \partial f` in the logits' dtype (``s`` = ``token_grad``, 0 at ignored elements).
+
+    The full log bonus of the target, :math:`A \log(1 - p_y) = A(\operatorname{lse}_{k \ne y} f_k -
+    \operatorname{lse} f)` with :math:`A = \rho q_y v_y`, is kept out of :math:`c_y` (its :math:`\beta_y = -p_y /
+    (1 - p_y)` overflows as :math:`p_y \to 1`): its gradient :math:`A(p^{\ne y} - p)`, with :math:`p^{\ne y}`
+    the softmax over the other classes, is bounded for any logits. No autograd: it runs below autograd.
+    """
+    log_p = _log_softmax(logits)
+    vocab = log_p.shape[1]
+    valid = target != opts.ignore_index
+    index = torch.where(valid, target, 0).unsqueeze(1)
+    bonus, params = get_bonus(opts.bonus), opts.params
+    eps, rho = opts.label_smoothing, opts.bonus_scale
+    gain, share = 1.0 - eps + eps / vocab, eps / vocab  # q_y and q_k for k != y
+    log_p_y = log_p.gather(1, index).squeeze(1)
+    full = opts.bonus == "log" and opts.log_end == 1.0 and rho != 0.0
+    # exact log(1 - p_y) = logsumexp_{k != y} log p_k, and the other classes' log-softmax
+    log_p_other = log_p.scatter(1, index, -math.inf) if full else None
+    log1m = torch.logsumexp(log_p_other, 1) if full else None
+    w_y = class_weight[index.squeeze(1)] if class_weight is not None else 1.0
+    v_y = bonus_weight[index.squeeze(1)] if bonus_weight is not None else 1.0
+    loss = -(1.0 - eps) * w_y * log_p_y
+    if rho != 0.0:
+        loss = loss + rho * gain * v_y * bonus_value(bonus, log_p_y, log1m, params)
+    if full:
+        active = torch.ones_like(log_p_y, dtype=torch.bool)
+        if params.floor > 0.0:  # the clamped bonus is constant below the floor
+            active &= log1m >= math.log(params.floor)
+        if params.start > 0.0:
+            active &= log_p_y >= math.log(params.start)
+        full_coef = active.to(log_p.dtype) * (rho * gain * v_y)
+        c_y = -gain * w_y * torch.ones_like(log_p_y)
+    else:
+        full_coef = 0.0
+        c_y = -gain * w_y if rho == 0.0 else gain * (-w_y + rho * v_y * _target_beta(bonus, log_p_y, params))
+        c_y = c_y * torch.ones_like(log_p_y)
+    if eps > 0.0:
+        w = class_weight if class_weight is not None else log_p.new_ones(vocab)
+        v = bonus_weight if bonus_weight is not None else log_p.new_ones(vocab)
+        loss = loss - share * _class_dot(log_p, w)
+        if rho != 0.0:
+            own = dense_bonus_value(bonus, log_p_y.unsqueeze(1), params).squeeze(1)
+            loss = loss + rho * share * (_class_dot(dense_bonus_value(bonus, log_p, params), v) - v_y * own)
+    loss = torch.where(valid, loss, 0.0)
+    if token_grad is None:
+        return loss, None
+    scale = torch.where(valid, token_grad.to(log_p.dtype), 0.0)
+    # The target column is c_y (1 - p_y) - p_y (sum_{k != y} c_k + A), with the exact 1 - p_y: as
+    # c_y - p_y sum_k c_k it would cancel catastrophically when p_y -> 1.
+    one_minus = torch.exp(log1m) if full else -torch.expm1(log_p_y)
+    p_y = torch.exp(log_p_y)
+    if eps > 0.0:
+        c = dense_bonus_grad(bonus, log_p, params).mul_(_class_view(rho * v, log_p)) if rho != 0.0 else None
+        c = (c.sub_(_class_view(w, log_p)) if c is not None else -_class_view(w, log_p).expand_as(log_p).clone())
+        c.mul_(share).scatter_(1, index, 0.0)
+        c_other = c.sum(1)
+        grad = c.sub_(log_p.exp_().mul_((c_other + c_y + full_coef).unsqueeze(1))).mul_(scale.unsqueeze(1))
+    else:  # c = c_y e_y: the gradient is -c_y (p - e_y), EL's per-token multiplier times CE's gradient
+        c_other = 0.0
+        grad = log_p.exp_().mul_((-(c_y + full_coef) * scale).unsqueeze(1))
+    if full:  # + A p^{!=y}: exp(log p_k - log(1 - p_y)) = p_k / (1 - p_y) <= 1, 0 at y
+        grad.add_(log_p_other.sub_(log1m.unsqueeze(1)).exp_().mul_((full_coef * scale).unsqueeze(1)))
+    grad.scatter_(1, index, ((c_y * one_minus - p_y * (c_other + full_coef)) * scale).unsqueeze(1))
+    return loss, grad.to(logits.dtype)
+
+
+def soft_loss_and_grad(logits: Tensor, probs: Tensor, class_weight: Tensor | None, bonus_weight: Tensor | None,
+                       token_grad: Tensor | None, opts: Options) -> tuple[Tensor, Tensor | None]:
+    r""":func:`loss_and_grad` for probability targets ``probs`` (the logits' shape): :math:`q` is ``probs``
+    smoothed, every class's bonus is the floored dense one (as :func:`~encouraging.losses.encouraging_loss`)."""
+    log_p = _log_softmax(logits)
+    vocab = log_p.shape[1]
+    bonus, params = get_bonus(opts.bonus), opts.params
+    eps, rho = opts.label_smoothing, opts.bonus_scale
+    q = probs.to(log_p.dtype)
+    if eps > 0.0:
+        q = q * (1.0 - eps) + eps / vocab
+    w = _class_view(class_weight, log_p) if class_weight is not None else 1.0
+    v = _class_view(bonus_weight, log_p) if bonus_weight is not None else 1.0
+    # c_k = q_k (-w_k + rho v_k beta_k); the loss sum_k q_k (-w_k log p_k + rho v_k b(p_k))
+    terms = log_p * -w
+    if rho != 0.0:
+        terms = terms.add_(dense_bonus_value(bonus, log_p, params).mul_(rho * v))
+    loss = (terms.mul_(q)).sum(1)
+    if token_grad is None:
+        return loss, None
+    c = dense_bonus_grad(bonus, log_p, params).mul_(rho * v).sub_(w) if rho != 0.0 else -w * torch.ones_like(log_p)
+    c.mul_(q)
+    scale = token_grad.to(log_p.dtype)
+    grad = c.sub_(log_p.exp_().mul_(c.sum(1, keepdim=True))).mul_(scale.unsqueeze(1) if scale.dim() else scale)
+    return loss, grad.to(logits.dtype)
+
+
+def _triton_loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor | None, bonus_weight: Tensor | None,
+                          token_grad: Tensor | None, opts: Options) -> tuple[Tensor, Tensor | None]:
+    """:func:`loss_and_grad` by the Triton kernel (2-D logits, ``opts.triton_ready``)."""
+    from .triton import el_loss_and_grad
+
+    scale = token_grad.to(torch.float32).expand(target.shape).contiguous() if token_grad is not None else None
+    return el_loss_and_grad(
+        logits, target, class_weight, opts.ignore_index, opts.label_smoothing, log_end=opts.log_end,
+        bonus_scale=opts.bonus_scale, bonus_weight=bonus_weight, bonus_floor=opts.bonus_floor, grad_scale=scale,
+        compute_grad=token_grad is not None)
+
+
+@torch.library.custom_op("encouraging::el_loss_and_grad", mutates_args=())
+def _el_loss_and_grad(
+    logits: Tensor, target: Tensor, class_weight: Tensor | None, bonus_weight: Tensor | None,
+    token_grad: Tensor | None, ignore_index: int, label_smoothing: float, log_end: float, bonus_scale: float,
+    bonus: str, gamma: float, bonus_start: float, bonus_floor: float, use_triton: bool,
+) -> tuple[Tensor, Tensor]:
+    """Per-element losses and, with ``token_grad``, their weighted sum's logits gradient (else an empty tensor)."""
+    opts = Options(ignore_index, label_smoothing, log_end, bonus_scale, bonus, gamma, bonus_start, bonus_floor)
+    if target.is_floating_point():
+        compute = soft_loss_and_grad
+    else:
+        compute = _triton_loss_and_grad if use_triton else loss_and_grad
+    loss, grad = compute(logits, target, class_weight, bonus_weight, token_grad, opts)
+    return loss, grad if grad is not None else logits.new_empty(0)
+
+
+@_el_loss_and_grad.register_fake
+def _(logits, target, class_weight, bonus_weight, token_grad, *args):
+    shape = (logits.shape[0],) + tuple(logits.shape[2:])
+    loss = logits.new_empty(shape, dtype=torch.float64 if logits.dtype == torch.float64 else torch.float32)
+    return loss, torch.empty_like(logits) if token_grad is not None else logits.new_empty(0)
+
+
+class _FusedEncouragingLoss(torch.autograd.Function):
+    """Forward returns the per-element losses (``per_element``) or their sum scaled by ``token_grad`` and saves
+    the gradient of that; backward returns it times the upstream gradient (a new tensor, so the saved one stays
+    valid for ``retain_graph``: one ``(N, C)`` buffer held and one made, as ``F.cross_entropy``'s backward)."""
+
+    @staticmethod
+    def forward(ctx, logits, target, class_weight, bonus_weight, token_grad, per_element, opts, use_triton):
+        needs = bool(ctx.needs_input_grad[0])
+        loss, grad = _el_loss_and_grad(logits, target, class_weight, bonus_weight, token_grad if needs else None,
+                                       *opts, use_triton)
+        if needs:
+            ctx.save_for_backward(grad)
+        ctx.per_element = per_element
+        return loss if per_element else (loss * token_grad.to(loss.dtype)).sum()
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        if torch.is_grad_enabled():  # autograd runs backward in grad mode only for create_graph=True
+            raise RuntimeError("the fused encouraging loss is first-order: for second derivatives "
+                               "(create_graph=True) compute it with impl='autograd'")
+        (grad,) = ctx.saved_tensors
+        scale = grad_out.unsqueeze(1) if ctx.per_element else grad_out
+        return grad * scale.to(grad.dtype), None, None, None, None, None, None, None
+
+
+def fused_encouraging_loss(logits: Tensor, target: Tensor, class_weight: Tensor | None,
+                           bonus_weight: Tensor | None, reduction: str, normalizer: Tensor | float, opts: Options,
+                           use_triton: bool) -> Tensor:
+    """The loss of batched logits ``(N, C, *)`` (checked by the caller) through :class:`_FusedEncouragingLoss`:
+    ``reduction`` ``'none'``, ``'sum'`` or ``'mean'`` (the sum divided by ``normalizer``), float32 or float64."""
+    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    scale = 1.0 / normalizer if reduction == "mean" else 1.0
+    token_grad = torch.as_tensor(scale, dtype=dtype, device=logits.device)
+    cw, bw = (x.to(device=logits.device, dtype=dtype) if x is not None else None for x in (class_weight, bonus_weight))
+    return _FusedEncouragingLoss.apply(logits, target, cw, bw, token_grad, reduction == "none", opts, use_triton)

@@ -39,6 +39,8 @@ from ._targets import Targets, class_terms, mean_normalizer, prepare, reduce, sm
 from .bonus import BonusParams, bonus_value, get_bonus
 from .fused import Options, fused_encouraging_loss
 
+IMPLS = ("auto", "torch", "triton", "autograd")  # see encouraging_loss's impl
+
 
 class LossParts(NamedTuple):
     """The loss and its per-element parts (shape of the target, without the class dimension).
@@ -261,9 +263,6 @@ def encouraging_loss(
     loss = fused_encouraging_loss(t.x, t.raw if t.hard else t.probs, weight, v, reduction,
                                   mean_normalizer(t, weight), opts, use_triton)
     return t.finish(loss) if reduction == "none" else loss.to(t.out_dtype)
-
-
-IMPLS = ("auto", "torch", "triton", "autograd")
 
 
 def _triton_unsupported(t: Targets, opts: Options) -> str | None:

@@ -88,6 +88,104 @@ def _log_softmax(logits: Tensor) -> Tensor:
     return torch.log_softmax(logits, 1, dtype=torch.float64 if logits.dtype == torch.float64 else torch.float32)
 
 
+def _plain_loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor | None, bonus_weight: Tensor | None,
+                         token_grad: Tensor | None, opts: Options) -> tuple[Tensor, Tensor | None]:
+    r""":func:`loss_and_grad` of the log bonus without smoothing or start shift, in few passes over ``(N, C)``.
+
+    Conservative (``log_end < 1``), with :math:`\bar p = \min(p_y, LE)`: :math:`b = \log(1 - \bar p) - (p_y -
+    \bar p) / (1 - LE)`; the gradient is :math:`s\,(p - e_y)` with :math:`s = w_y + \rho v_y p_y / (1 - \bar p)`,
+    its target column :math:`-s\,(1 - p_y)` with the exact :math:`1 - p_y`. Full (``log_end = 1``):
+    :math:`b = \log(1 - p_y)` exactly (the other classes' logsumexp); with :math:`r = w_y (1 - p_y) + \rho v_y
+    p_y` the gradient is :math:`r\, p_k / (1 - p_y)` off the target and :math:`-r` on it, bounded for any logits
+    (``bonus_floor`` switches the bonus off where :math:`1 - p_y <` floor)."""
+    log_p = _log_softmax(logits)
+    valid = target != opts.ignore_index
+    index = torch.where(valid, target, 0).unsqueeze(1)
+    log_p_y = log_p.gather(1, index).squeeze(1)
+    w_y = class_weight[index.squeeze(1)] if class_weight is not None else 1.0
+    v_y = opts.bonus_scale * bonus_weight[index.squeeze(1)] if bonus_weight is not None else opts.bonus_scale
+    full = opts.log_end == 1.0
+    if full:
+        log1m = torch.logsumexp(log_p.scatter_(1, index, -math.inf), 1)  # the target column is rewritten below
+        one_minus = torch.exp(log1m)
+        bonus, slope = log1m, v_y
+        if opts.bonus_floor > 0.0:  # the clamped bonus is the constant log(floor) where 1 - p_y < floor
+            bonus = log1m.clamp(min=math.log(opts.bonus_floor))
+            slope = torch.where(one_minus >= opts.bonus_floor, v_y, 0.0)
+    else:
+        gap = 1.0 - opts.log_end
+        one_minus = torch.expm1(log_p_y).neg_()
+        capped = one_minus.clamp(min=gap)
+        bonus = torch.log(capped).sub_((capped - one_minus).div_(gap))
+    loss = torch.where(valid, bonus * v_y - log_p_y * w_y, 0.0)
+    if token_grad is None:
+        return loss, None
+    scale = torch.where(valid, token_grad.to(log_p.dtype), 0.0)
+    p_y = torch.exp(log_p_y)
+    if full:
+        r = (one_minus * w_y).add_(p_y * slope).mul_(scale)
+        grad = log_p.sub_(log1m.unsqueeze(1)).exp_().mul_(r.unsqueeze(1))
+        target_column = r.neg_()
+    else:
+        s = p_y.div_(capped).mul_(v_y).add_(w_y).mul_(scale)
+        grad = log_p.exp_().mul_(s.unsqueeze(1))
+        target_column = s.mul_(one_minus).neg_()
+    grad.scatter_(1, index, target_column.unsqueeze(1))
+    return loss, grad.to(logits.dtype)
+
+
+def _smoothed_loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor | None,
+                            bonus_weight: Tensor | None, token_grad: Tensor | None,
+                            opts: Options) -> tuple[Tensor, Tensor | None]:
+    r""":func:`loss_and_grad` of the conservative log bonus with label smoothing (the paper's translation
+    setting), in two ``(N, C)`` buffers: the log-probabilities, turned into probabilities in place, and one
+    work buffer that ends as the gradient.
+
+    With :math:`u_k = \min(p_k, LE)` the other classes' bonus is :math:`\sum_{k \ne y} v_k b(p_k) = \sum v_k
+    \log(1 - u_k) + (\sum v_k p_k - \sum v_k u_k) / (LE - 1)` (matrix-vector products, no more buffers), their
+    :math:`\beta_k = -p_k / (1 - u_k)`; the target's terms are exact, as in :func:`_plain_loss_and_grad`."""
+    log_p = _log_softmax(logits)
+    vocab = log_p.shape[1]
+    le, eps, rho = opts.log_end, opts.label_smoothing, opts.bonus_scale
+    gain, share = 1.0 - eps + eps / vocab, eps / vocab  # q_y and q_k for k != y
+    valid = target != opts.ignore_index
+    index = torch.where(valid, target, 0).unsqueeze(1)
+    log_p_y = log_p.gather(1, index).squeeze(1)
+    w_y = class_weight[index.squeeze(1)] if class_weight is not None else 1.0
+    v_y = bonus_weight[index.squeeze(1)] if bonus_weight is not None else 1.0
+
+    def dot(x: Tensor, vector: Tensor | None) -> Tensor:
+        return _class_dot(x, vector) if vector is not None else x.sum(1)
+
+    ce_all = dot(log_p, class_weight)  # sum_k w_k log p_k
+    p = log_p.exp_().scatter_(1, index, 0.0)  # p, without the target (its terms are exact, below)
+    work = p.clamp(max=le)  # u
+    dense = dot(p, bonus_weight).sub_(dot(work, bonus_weight)).div_(le - 1.0)
+    dense.add_(dot(work.neg_().log1p_(), bonus_weight))  # sum_{k != y} v_k b(p_k)
+    one_minus = torch.expm1(log_p_y).neg_()
+    capped = one_minus.clamp(min=1.0 - le)
+    bonus_y = torch.log(capped).sub_((capped - one_minus).div_(1.0 - le))
+    loss = bonus_y.mul_(rho * gain * v_y).add_(dense, alpha=rho * share)
+    loss = torch.where(valid, loss.sub_(log_p_y * ((1.0 - eps) * w_y)).sub_(ce_all, alpha=share), 0.0)
+    if token_grad is None:
+        return loss, None
+    scale = torch.where(valid, token_grad.to(p.dtype), 0.0)
+    # c_k = share (rho v_k beta_k - w_k) off the target (0 on it), c_y = gain (rho v_y beta_y - w_y)
+    torch.clamp(p, max=le, out=work).neg_().add_(1.0)
+    c = torch.div(p, work, out=work).mul_(-rho * share)
+    if bonus_weight is not None:
+        c.mul_(_class_view(bonus_weight, c))
+    c.sub_(_class_view(class_weight, c) * share if class_weight is not None else share)
+    c.scatter_(1, index, 0.0)
+    c_other = c.sum(1)
+    p_y = torch.exp(log_p_y)
+    c_y = (p_y / capped).mul_(-rho * v_y).sub_(w_y).mul_(gain)
+    grad = c.sub_(p.mul_((c_other + c_y).unsqueeze(1))).mul_(scale.unsqueeze(1))
+    # the target column c_y (1 - p_y) - p_y sum_{k != y} c_k, with the exact 1 - p_y
+    grad.scatter_(1, index, (c_y * one_minus - p_y * c_other).mul_(scale).unsqueeze(1))
+    return loss, grad.to(logits.dtype)
+
+
 def loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor | None, bonus_weight: Tensor | None,
                   token_grad: Tensor | None, opts: Options) -> tuple[Tensor, Tensor | None]:
     r"""Per-element loss ``(N, *)`` (float32 or float64) of logits ``(N, C, *)`` against class indices ``(N, *)``
@@ -99,6 +197,12 @@ def loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor | None, b
     (1 - p_y)` overflows as :math:`p_y \to 1`): its gradient :math:`A(p^{\ne y} - p)`, with :math:`p^{\ne y}`
     the softmax over the other classes, is bounded for any logits. No autograd: it runs below autograd.
     """
+    if (opts.label_smoothing == 0.0 and opts.bonus == "log" and opts.bonus_start == 0.0 and opts.bonus_scale != 0.0
+            and (opts.log_end == 1.0 or opts.bonus_floor <= 1.0 - opts.log_end)):  # a floor below 1 - LE never acts
+        return _plain_loss_and_grad(logits, target, class_weight, bonus_weight, token_grad, opts)
+    if (opts.bonus == "log" and opts.bonus_start == 0.0 and opts.log_end <= P_CAP
+            and opts.bonus_floor <= 1.0 - opts.log_end):  # every class's bonus exact, no floor acting
+        return _smoothed_loss_and_grad(logits, target, class_weight, bonus_weight, token_grad, opts)
     log_p = _log_softmax(logits)
     vocab = log_p.shape[1]
     valid = target != opts.ignore_index
@@ -197,8 +301,7 @@ def _triton_loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor |
         compute_grad=token_grad is not None)
 
 
-@torch.library.custom_op("encouraging::el_loss_and_grad", mutates_args=())
-def _el_loss_and_grad(
+def _any_loss_and_grad(
     logits: Tensor, target: Tensor, class_weight: Tensor | None, bonus_weight: Tensor | None,
     token_grad: Tensor | None, ignore_index: int, label_smoothing: float, log_end: float, bonus_scale: float,
     bonus: str, gamma: float, bonus_start: float, bonus_floor: float, use_triton: bool,
@@ -211,6 +314,9 @@ def _el_loss_and_grad(
         compute = _triton_loss_and_grad if use_triton else loss_and_grad
     loss, grad = compute(logits, target, class_weight, bonus_weight, token_grad, opts)
     return loss, grad if grad is not None else logits.new_empty(0)
+
+
+_el_loss_and_grad = torch.library.custom_op("encouraging::el_loss_and_grad", _any_loss_and_grad, mutates_args=())
 
 
 @_el_loss_and_grad.register_fake
@@ -228,8 +334,10 @@ class _FusedEncouragingLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, target, class_weight, bonus_weight, token_grad, per_element, opts, use_triton):
         needs = bool(ctx.needs_input_grad[0])
-        loss, grad = _el_loss_and_grad(logits, target, class_weight, bonus_weight, token_grad if needs else None,
-                                       *opts, use_triton)
+        # the custom op is for torch.compile (one opaque node); eager calls skip its dispatch (tens of us)
+        compute = _el_loss_and_grad if torch.compiler.is_compiling() else _any_loss_and_grad
+        loss, grad = compute(logits, target, class_weight, bonus_weight, token_grad if needs else None, *opts,
+                             use_triton)
         if needs:
             ctx.save_for_backward(grad)
         ctx.per_element = per_element

@@ -104,11 +104,10 @@ class AdjustedEncouragingLoss(EncouragingLoss):
         self.register_buffer("margin", margin)
         self.scale = scale
 
-    def parts(self, input: Tensor, target: Tensor):
-        """:meth:`EncouragingLoss.parts` of the adjusted logits (``forward`` goes through here)."""
+    def adjust(self, input: Tensor, target: Tensor) -> Tensor:
+        """``scale * (input + offset - margin_y e_y)`` (forward and :meth:`parts` take the loss of these)."""
         for name, vector in (("offset", self.offset), ("margin", self.margin)):
             if vector is not None and input.dim() == 2 and vector.numel() != input.shape[1]:
                 raise ValueError(f"{name} has {vector.numel()} classes but the input has {input.shape[1]}")
-        adjusted = adjusted_logits(input, target, offset=self.offset, margin=self.margin, scale=self.scale,
-                                   ignore_index=self.ignore_index)
-        return super().parts(adjusted, target)
+        return adjusted_logits(input, target, offset=self.offset, margin=self.margin, scale=self.scale,
+                               ignore_index=self.ignore_index)

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_class_vector, check_range, check_reduction
-from .functional import LossParts, bonus_params, encouraging_loss_parts, resolve_bonus_weight
+from .functional import IMPLS, LossParts, bonus_params, encouraging_loss, encouraging_loss_parts, resolve_bonus_weight
 
 
 class BonusOptions(nn.Module):
@@ -59,7 +59,8 @@ class EncouragingLoss(EncouragingOptions):
     ``bonus_scale`` and ``log_end`` are plain attributes, so a :class:`~encouraging.losses.BonusSchedule` can set
     them each epoch or step. With ``track_stats=True`` every call stores detached diagnostics in
     :attr:`last_stats`: the mean CE part, the mean bonus part (the "reward"), the mean target probability and the
-    fraction of elements past ``log_end``. They never change the returned value.
+    fraction of elements past ``log_end``. They never change the returned value; they need the op-by-op path, so
+    a tracking module computes with ``impl='autograd'`` whatever ``impl`` says.
 
     Example:
         >>> criterion = EncouragingLoss(log_end=0.75)
@@ -83,26 +84,40 @@ class EncouragingLoss(EncouragingOptions):
         bonus_floor: float = 0.0,
         log_probs: bool = False,
         track_stats: bool = False,
+        impl: str = "auto",
     ) -> None:
         super().__init__("weight", weight, ignore_index, reduction, label_smoothing, log_end, bonus_scale, bonus,
                          gamma, bonus_start, bonus_weight, bonus_floor)
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
         self.log_probs = log_probs
         self.track_stats = track_stats
+        self.impl = impl
         self.last_stats: dict[str, Tensor] = {}
+
+    def adjust(self, input: Tensor, target: Tensor) -> Tensor:
+        """The logits the loss is taken of: ``input`` itself (subclasses adjust them, e.g. for class imbalance)."""
+        return input
 
     def parts(self, input: Tensor, target: Tensor) -> LossParts:
         """The loss with its per-element CE part, bonus part and target probability."""
         return encouraging_loss_parts(
-            input, target, self.weight, self.ignore_index, self.reduction, self.label_smoothing,
+            self.adjust(input, target), target, self.weight, self.ignore_index, self.reduction, self.label_smoothing,
             log_end=self.log_end, bonus_scale=self.bonus_scale, bonus=self.bonus, gamma=self.gamma,
             bonus_start=self.bonus_start, bonus_weight=self.bonus_weight, bonus_floor=self.bonus_floor,
             log_probs=self.log_probs,
         )
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        parts = self.parts(input, target)
-        if self.track_stats:
-            self.last_stats = summarize(parts, self.log_end)
+        if not self.track_stats:
+            return encouraging_loss(
+                self.adjust(input, target), target, self.weight, self.ignore_index, self.reduction,
+                self.label_smoothing,
+                log_end=self.log_end, bonus_scale=self.bonus_scale, bonus=self.bonus, gamma=self.gamma,
+                bonus_start=self.bonus_start, bonus_weight=self.bonus_weight, bonus_floor=self.bonus_floor,
+                log_probs=self.log_probs, impl=self.impl)
+        parts = self.parts(input, target)  # the per-element parts exist on the op-by-op path only
+        self.last_stats = summarize(parts, self.log_end)
         return parts.loss
 
 

@@ -1,7 +1,8 @@
 """Loss benchmark: forward+backward time and peak memory of the encouraging loss and its baselines.
 
 What is measured, per shape (N, C) and op: one forward plus backward of ``op(logits, target)``
-(``reduction='mean'``) on float32 logits of shape (N, C) that require grad, with class-index targets.
+(``reduction='mean'``) on float32 logits of shape (N, C) that require grad, with class-index targets. The ``el``
+rows run ``impl='auto'`` (the fused path on the CPU, Triton on CUDA); the ``_autograd`` rows the op-by-op path.
 
 * ``median_ms``, ``p20_ms``, ``p80_ms``: wall time of that call over ``reps`` repetitions (``reps_for``: more for
   small shapes) after a discarded warm-up round. One process per shape times every op, taking the ops in turn
@@ -81,6 +82,18 @@ def el_ls(x, t):
     return encouraging_loss(x, t, label_smoothing=SMOOTHING, log_end=0.75)
 
 
+def el_autograd(x, t):
+    from encouraging import encouraging_loss
+
+    return encouraging_loss(x, t, log_end=0.75, impl="autograd")
+
+
+def el_ls_autograd(x, t):
+    from encouraging import encouraging_loss
+
+    return encouraging_loss(x, t, label_smoothing=SMOOTHING, log_end=0.75, impl="autograd")
+
+
 def poly1(x, t):
     from encouraging import poly_loss
 
@@ -106,6 +119,8 @@ PROVIDERS = {
     "el": (el, "ce"),
     "el_le1.0": (el_le1, "ce"),
     "el_ls0.1": (el_ls, "ce_ls0.1"),
+    "el_autograd": (el_autograd, "ce"),
+    "el_ls0.1_autograd": (el_ls_autograd, "ce_ls0.1"),
     "poly1": (poly1, "ce"),
     "focal": (focal, "ce"),
     "paper_el": (paper_el, "ce"),

@@ -19,9 +19,13 @@ linear layer's output.
 
 :func:`fused_encouraging_loss` wraps them for materialized logits: one ``torch.library`` custom op (so
 ``torch.compile(fullgraph=True)`` sees one opaque node) inside one autograd Function. It holds one ``(N, C)``
-buffer from forward to backward (the gradient), as ``F.cross_entropy`` holds its log-probabilities, and makes one
-in backward (the gradient times the upstream one), as ``F.cross_entropy`` does. It is first-order:
-``create_graph=True`` through it raises (``impl='autograd'`` has second derivatives).
+buffer from forward to backward (the gradient), as ``F.cross_entropy`` holds its log-probabilities. Backward
+returns the gradient times the upstream one, a new buffer; when the upstream gradient is exactly 1 on the CPU
+(``loss.backward()`` of a mean or sum) it returns the saved gradient itself, which autograd then hands to the
+logits without a copy (after ``retain_graph=True`` autograd copies it; only ``torch.autograd.grad`` with
+``retain_graph=True`` returns the saved tensor itself, which must not be modified in place before the next
+backward). It is first-order: ``create_graph=True`` through it raises (``impl='autograd'`` has second
+derivatives).
 """
 
 from __future__ import annotations
@@ -349,6 +353,11 @@ class _FusedEncouragingLoss(torch.autograd.Function):
             raise RuntimeError("the fused encouraging loss is first-order: for second derivatives "
                                "(create_graph=True) compute it with impl='autograd'")
         (grad,) = ctx.saved_tensors
+        if (not ctx.per_element and grad_out.device.type == "cpu" and not torch.compiler.is_compiling()
+                and float(grad_out) == 1.0):
+            # loss.backward() of the loss itself: the saved gradient is the answer. Autograd releases the saved
+            # tensor before passing this on, so the leaf takes it without a copy (with retain_graph it copies).
+            return grad, None, None, None, None, None, None, None
         scale = grad_out.unsqueeze(1) if ctx.per_element else grad_out
         return grad * scale.to(grad.dtype), None, None, None, None, None, None, None
 

@@ -217,3 +217,18 @@ def test_compiled_module_is_one_graph():
                                            torch.tensor(1.0))
     assert_close(loss.detach(), ref_loss)
     assert_close(grad, ref_grad)
+
+
+def test_torch_func_transforms_take_the_reference():
+    """Per-example gradients (torch.func.vmap over torch.func.grad, as the analyses compute them) run op by op
+    under 'auto'; the fused impls refuse the transforms."""
+    x = random_logits((5, 4), torch.float64)
+    target = torch.randint(4, (5,))
+    per_example = torch.func.vmap(torch.func.grad(lambda z, t: encouraging_loss(z, t, log_end=0.5)))(
+        x.unsqueeze(1), target.unsqueeze(1))
+    for i in range(5):
+        _, grad, _ = _loss_and_grad("torch", x[i:i + 1], target[i:i + 1], {}, {"log_end": 0.5},
+                                    torch.tensor(1.0, dtype=torch.float64))
+        assert_close(per_example[i], grad)
+    with pytest.raises(ValueError, match="impl='torch' does not run under torch.func transforms"):
+        torch.func.grad(lambda z: encouraging_loss(z, target, impl="torch"))(x)

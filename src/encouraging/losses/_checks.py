@@ -1,6 +1,7 @@
 """Argument checks shared by every loss: clear errors that name the argument, the allowed values and the value.
 
-The target-range check runs only in eager mode (on accelerators as a device-side assert, without a host sync)
+The target-range check runs only in eager mode outside ``torch.func`` transforms (on accelerators as a device-side
+assert, without a host sync)
 and can be switched off with :func:`disable_checks` or ``ENCOURAGING_CHECKS=0``; shape and option checks are
 free and always run.
 """
@@ -31,7 +32,10 @@ def disable_checks() -> Iterator[None]:
 
 
 def data_checks_enabled() -> bool:
-    return _state["enabled"] and not torch.compiler.is_compiling()
+    """Off inside :func:`disable_checks`, under ``torch.compile`` and under ``torch.func`` transforms (whose
+    batched tensors have no values to read)."""
+    return (_state["enabled"] and not torch.compiler.is_compiling()
+            and not torch._C._are_functorch_transforms_active())
 
 
 def check_reduction(reduction: str) -> None:

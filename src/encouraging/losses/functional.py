@@ -223,9 +223,10 @@ def encouraging_loss(
             its gradient together in forward (:mod:`encouraging.losses.fused`: CE's passes over the logits and
             its memory), ``'triton'`` does so in one CUDA kernel (class-index targets, 2-D input, the log bonus
             without ``bonus_start``), ``'autograd'`` is the op-by-op form (it alone has second derivatives,
-            gradients for ``weight``, ``bonus_weight`` or probability targets, and takes ``log_probs``);
-            ``'auto'`` picks ``F.cross_entropy`` itself when ``bonus_scale=0``, ``'autograd'`` where only it
-            applies, else Triton where it applies, else ``'torch'``.
+            gradients for ``weight``, ``bonus_weight`` or probability targets, runs under ``torch.func``
+            transforms, and takes ``log_probs``); ``'auto'`` picks ``F.cross_entropy`` itself when
+            ``bonus_scale=0``, ``'autograd'`` where only it applies, else Triton where it applies, else
+            ``'torch'``.
 
     Returns:
         A scalar, or a tensor of the target's shape for ``reduction='none'``.
@@ -240,7 +241,8 @@ def encouraging_loss(
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
     learned = [name for name, x in (("weight", weight), ("bonus_weight", bonus_weight), ("target", target))
                if isinstance(x, Tensor) and x.requires_grad]
-    if impl == "autograd" or (impl == "auto" and (log_probs or learned)):
+    functorch = torch._C._are_functorch_transforms_active()  # torch.func's grad / vmap: op by op only
+    if impl == "autograd" or (impl == "auto" and (log_probs or learned or functorch)):
         return encouraging_loss_parts(
             input, target, weight, ignore_index, reduction, label_smoothing, log_end=log_end,
             bonus_scale=bonus_scale, bonus=bonus, gamma=gamma, bonus_start=bonus_start, bonus_weight=bonus_weight,
@@ -250,6 +252,9 @@ def encouraging_loss(
         raise ValueError(f"impl={impl!r} computes the gradient from logits; log_probs=True needs impl='autograd'")
     if learned:
         raise ValueError(f"impl={impl!r} differentiates the input only, but {learned[0]} requires grad; use "
+                         "impl='autograd'")
+    if functorch:
+        raise ValueError(f"impl={impl!r} does not run under torch.func transforms (grad, vmap, ...); use "
                          "impl='autograd'")
     t = prepare(input, target, weight, ignore_index, reduction, label_smoothing, upcast=False)
     bonus_params(bonus, log_end, bonus_scale, gamma, bonus_start, bonus_floor)

@@ -46,11 +46,11 @@ class OptimConfig:
 
 @dataclass
 class LossConfig:
-    name: str = "ce"  # ce | ce_ls | el | el_ls | poly1 | focal | hfl (`encouraging list losses`)
+    name: str = "ce"  # ce | ce_ls | el | el_ls | poly1 | focal | hfl | mse_el | ... (`encouraging list losses`)
     log_end: float = 0.75
     bonus_scale: float = 1.0
     bonus: str = "log"
-    gamma: float = 2.0  # exponent of the power bonus
+    gamma: float = 2.0  # exponent of the power bonus and of the mirror bonus (mse_el, mae_el, ...)
     bonus_start: float = 0.0
     bonus_floor: float = 0.0  # the paper's clamp log(max(1 - p, floor)); its code uses 1e-5 (0 = exact)
     label_smoothing: float = 0.0  # ce_ls / el_ls use 0.1 when this is 0

@@ -230,8 +230,10 @@ def main() -> None:
     device = torch.device(args.device)
     print(f"machine: {hardware(device)} | torch {torch.__version__} | encouraging {__version__} | "
           f"python {platform.python_version()}")
-    print(f"{'model':<18}{'steps':>6}{'bare_ms':>10}{'engine_ms':>11}{'engine/bare':>13}")
-    for model_name in args.models.split(","):
+    models = [name for name in args.models.split(",") if name]  # --models= skips the image table
+    if models:
+        print(f"{'model':<18}{'steps':>6}{'bare_ms':>10}{'engine_ms':>11}{'engine/bare':>13}")
+    for model_name in models:
         row = overhead(device, args.repeats, args.steps, model_name)
         print(f"{row['model']:<18}{row['steps']:>6}{row['bare_ms']:>10.2f}{row['engine_ms']:>11.2f}"
               f"{row['ratio']:>12.3f}x")

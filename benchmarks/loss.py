@@ -273,7 +273,7 @@ def _child(kind: str, **kwargs) -> dict:
 
 
 COLUMNS = ("op", "N", "C", "dtype", "median_ms", "p20_ms", "p80_ms", "peak_MB", "vs_CE", "mem_vs_CE")
-WIDTHS = (9, 5, 7, 5, 10, 9, 9, 9, 7, 9)
+WIDTHS = (17, 5, 7, 5, 10, 9, 9, 9, 7, 9)
 
 
 def _format(row: dict) -> str:

@@ -154,3 +154,27 @@ def test_translate_decodes_new_text_with_the_last_or_averaged_weights(cfg, tmp_p
     assert len(averaged) == 3 and all(isinstance(t, str) for t in averaged)
     assert main(["translate", str(where), "--input", str(tmp_path / "in.de"), "--beam", "0"]) == 2
     assert "--beam must be >= 1" in capsys.readouterr().err
+
+
+def test_a_folder_of_files_is_a_corpus(cfg, tmp_path, data_root):
+    """Any folder of aligned files trains like a named corpus; a missing file or bad languages are named."""
+    import gzip
+
+    from encouraging.experiment import run
+    from encouraging.experiment.runner import ConfigError
+
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    for split, stem in (("train", "train"), ("val", "val"), ("test_2016_flickr", "test")):
+        for lang in ("de", "en"):
+            with gzip.open(data_root / "multi30k" / f"{split}.{lang}.gz", "rt", encoding="utf-8") as f:
+                lines = [next(f) for _ in range(300 if stem == "train" else 12)]
+            (folder / f"{stem}.{lang}").write_text("".join(lines), encoding="utf-8")
+    own = apply_overrides(cfg, [f"--data.dataset={folder}", "--data.langs=de-en", "--name=mt-folder"])
+    final = run(own, out_dir=tmp_path / "runs", db=None, quiet=True)
+    assert final["epochs_trained"] == 1 and 0.0 <= final["final_test_bleu"] <= 100.0
+    with pytest.raises(ConfigError, match="data.langs must be '<source>-<target>'"):
+        run(apply_overrides(own, ["--data.langs=de"]), out_dir=tmp_path / "runs", db=None)
+    (folder / "test.en").unlink()
+    with pytest.raises(FileNotFoundError, match=r"test.en\[.gz\] is missing beside its pair"):
+        run(own, out_dir=tmp_path / "runs2", db=None, quiet=True)

@@ -10,8 +10,9 @@ relative to a data root (searched like every dataset: the explicit root, ``$ENCO
 * ``iwslt14_de_en_eval``: its validation and test splits only, as in ``../shared/data`` (``bpe_valid``,
   ``bpe_test``), for evaluating a model trained elsewhere.
 
-Any other pair of files is a corpus too (:func:`read_parallel`). Files of one split must have equally many lines:
-a mismatch names both files and their counts.
+Any folder of aligned files is a corpus too (:func:`folder_corpus`: ``train``, ``valid`` (or ``val`` / ``dev``)
+and ``test``, each ``<split>.<language>[.gz]``), and so is any pair of files (:func:`read_parallel`). Files of one
+split must have equally many lines: a mismatch names both files and their counts.
 """
 
 from __future__ import annotations
@@ -81,10 +82,36 @@ def read_parallel(source: str | os.PathLike[str], target: str | os.PathLike[str]
     return src, tgt
 
 
+SPLIT_STEMS = {"train": ("train",), "valid": ("valid", "val", "dev"), "test": ("test",)}
+
+
+def folder_corpus(folder: str | os.PathLike[str], source: str, target: str, *, bpe: bool = False) -> Corpus:
+    """A corpus of a folder's ``<split>.<source>`` / ``<split>.<target>`` files (``.gz`` allowed): ``train``,
+    ``valid`` (or ``val`` / ``dev``) and ``test``; ``bpe``: the text is already in ``@@`` subwords. A split is
+    left out when neither of its files exists; a split with only one of the two is refused, naming it."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"corpus folder not found: {folder}")
+    splits = {}
+    for split, stems in SPLIT_STEMS.items():
+        for stem in stems:
+            found = [_existing(folder / f"{stem}.{lang}").is_file() for lang in (source, target)]
+            if all(found):
+                splits[split] = stem
+                break
+            if any(found):
+                lang = target if found[0] else source
+                raise FileNotFoundError(f"corpus folder {folder}: {stem}.{lang}[.gz] is missing beside its pair")
+    if "train" not in splits or "valid" not in splits or "test" not in splits:
+        raise FileNotFoundError(f"corpus folder {folder} needs train, valid (or val, dev) and test files named "
+                                f"<split>.{source} and <split>.{target} (.gz allowed); found splits {sorted(splits)}")
+    return Corpus(str(folder), source, target, splits, bpe=bpe, description=f"the files of {folder}")
+
+
 def find_corpus(name: str, root: str | os.PathLike[str] | None = None) -> tuple[Corpus, Path]:
     """The corpus ``name`` and the first data root holding all of its splits' files."""
     if name not in CORPORA:
-        raise ValueError(f"corpus must be one of {sorted(CORPORA)} (or name the files), got {name!r}")
+        raise ValueError(f"corpus must be one of {sorted(CORPORA)} (or a folder of files), got {name!r}")
     corpus, looked = CORPORA[name], []
     for candidate in data_roots(root):
         files = [p for split in corpus.splits for p in corpus.files(split, candidate)]

@@ -18,6 +18,7 @@ paper's tokenized BLEU (sacreBLEU with ``tokenize=none`` on the tokenised text, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,9 +39,16 @@ TOKEN_LOSSES = ("ce", "ce_ls", "el", "el_ls", "poly1", "focal", "hfl")  # per-to
 FUSED_LOSSES = ("ce", "ce_ls", "el", "el_ls")  # the EncouragingLoss presets: linear_encouraging_loss computes them
 
 
+def _langs(text: str) -> tuple[str, str] | None:
+    """``'de-en'`` -> ``('de', 'en')``; None unless two different, non-empty languages."""
+    parts = text.split("-")
+    return (parts[0], parts[1]) if len(parts) == 2 and all(parts) and parts[0] != parts[1] else None
+
+
 @dataclass
 class TranslationDataConfig:
-    dataset: str = "multi30k_de_en"  # a corpus of encouraging.data.text.CORPORA
+    dataset: str = "multi30k_de_en"  # a corpus of encouraging.data.text.CORPORA, or a folder of files (data.langs)
+    langs: str = ""  # a folder's languages, "<source>-<target>" (its files: train.<source>, train.<target>, ...)
     root: str | None = field(default=None, metadata=_RUNTIME)  # data root; default: $ENCOURAGING_DATA, the cache
     vocab: str = "auto"  # auto (the corpus's own BPE if any, else sentencepiece) | sentencepiece | pretokenized
     vocab_size: int = 8000  # sentencepiece: joint source + target vocabulary
@@ -88,7 +96,10 @@ class TranslationTask(Task):
 
         d = self.cfg.data
         problems = field_problems("data", d, (
-            ("dataset", d.dataset in CORPORA, f"one of {sorted(CORPORA)}"),
+            ("dataset", d.dataset in CORPORA or Path(d.dataset).is_dir(),
+             f"one of {sorted(CORPORA)} or a folder of aligned files"),
+            ("langs", (d.dataset in CORPORA and not d.langs) or (d.dataset not in CORPORA and _langs(d.langs)),
+             "'<source>-<target>' (e.g. 'de-en') for a folder of files, and empty for a named corpus"),
             ("vocab", d.vocab in VOCABS, f"one of {VOCABS}"),
             ("vocab_size", d.vocab_size > 4, "> 4"), ("min_count", d.min_count >= 1, ">= 1"),
             ("max_tokens", d.max_tokens >= 1, ">= 1"), ("eval_max_tokens", d.eval_max_tokens >= 1, ">= 1"),
@@ -107,11 +118,14 @@ class TranslationTask(Task):
 
     def setup(self) -> Prepared:
         from ..data.subwords import PretokenizedVocab, remove_bpe, sentencepiece_vocab
-        from ..data.text import find_corpus, read_parallel
+        from ..data.text import CORPORA, find_corpus, folder_corpus, read_parallel
         from ..models import create_model
 
         d = self.cfg.data
-        corpus, root = find_corpus(d.dataset, d.root)
+        if d.dataset in CORPORA:
+            corpus, root = find_corpus(d.dataset, d.root)
+        else:  # a folder of files: already-BPE'd text when the vocabulary is the corpus's own
+            corpus, root = folder_corpus(d.dataset, *_langs(d.langs), bpe=d.vocab == "pretokenized"), Path(d.dataset)
         if "train" not in corpus.splits:
             raise ValueError(f"data.dataset: corpus {corpus.name} has no training split ({sorted(corpus.splits)})")
         pairs = {split: read_parallel(*corpus.files(split, root)) for split in ("train", "valid", "test")}

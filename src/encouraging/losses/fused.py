@@ -92,6 +92,27 @@ def _log_softmax(logits: Tensor) -> Tensor:
     return torch.log_softmax(logits, 1, dtype=torch.float64 if logits.dtype == torch.float64 else torch.float32)
 
 
+class _Target(NamedTuple):
+    """The target column of a batch: ``valid`` (not ``ignore_index``), ``index`` ``(N, 1, *)`` (ignored elements
+    at class 0, safe to gather), ``log_p_y``, and the target's class and bonus weights (1.0 without them)."""
+
+    valid: Tensor
+    index: Tensor
+    log_p_y: Tensor
+    w_y: Tensor | float
+    v_y: Tensor | float
+
+
+def _target(log_p: Tensor, target: Tensor, class_weight: Tensor | None, bonus_weight: Tensor | None,
+            ignore_index: int) -> _Target:
+    valid = target != ignore_index
+    index = torch.where(valid, target, 0).unsqueeze(1)
+    flat = index.squeeze(1)
+    return _Target(valid, index, log_p.gather(1, index).squeeze(1),
+                   class_weight[flat] if class_weight is not None else 1.0,
+                   bonus_weight[flat] if bonus_weight is not None else 1.0)
+
+
 def _plain_loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor | None, bonus_weight: Tensor | None,
                          token_grad: Tensor | None, opts: Options) -> tuple[Tensor, Tensor | None]:
     r""":func:`loss_and_grad` of the log bonus without smoothing or start shift, in few passes over ``(N, C)``.
@@ -103,11 +124,8 @@ def _plain_loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor | 
     p_y` the gradient is :math:`r\, p_k / (1 - p_y)` off the target and :math:`-r` on it, bounded for any logits
     (``bonus_floor`` switches the bonus off where :math:`1 - p_y <` floor)."""
     log_p = _log_softmax(logits)
-    valid = target != opts.ignore_index
-    index = torch.where(valid, target, 0).unsqueeze(1)
-    log_p_y = log_p.gather(1, index).squeeze(1)
-    w_y = class_weight[index.squeeze(1)] if class_weight is not None else 1.0
-    v_y = opts.bonus_scale * bonus_weight[index.squeeze(1)] if bonus_weight is not None else opts.bonus_scale
+    valid, index, log_p_y, w_y, v_y = _target(log_p, target, class_weight, bonus_weight, opts.ignore_index)
+    v_y = opts.bonus_scale * v_y
     full = opts.log_end == 1.0
     if full:
         log1m = torch.logsumexp(log_p.scatter_(1, index, -math.inf), 1)  # the target column is rewritten below
@@ -152,11 +170,7 @@ def _smoothed_loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor
     vocab = log_p.shape[1]
     le, eps, rho = opts.log_end, opts.label_smoothing, opts.bonus_scale
     gain, share = 1.0 - eps + eps / vocab, eps / vocab  # q_y and q_k for k != y
-    valid = target != opts.ignore_index
-    index = torch.where(valid, target, 0).unsqueeze(1)
-    log_p_y = log_p.gather(1, index).squeeze(1)
-    w_y = class_weight[index.squeeze(1)] if class_weight is not None else 1.0
-    v_y = bonus_weight[index.squeeze(1)] if bonus_weight is not None else 1.0
+    valid, index, log_p_y, w_y, v_y = _target(log_p, target, class_weight, bonus_weight, opts.ignore_index)
 
     def dot(x: Tensor, vector: Tensor | None) -> Tensor:
         return _class_dot(x, vector) if vector is not None else x.sum(1)
@@ -209,18 +223,14 @@ def loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor | None, b
         return _smoothed_loss_and_grad(logits, target, class_weight, bonus_weight, token_grad, opts)
     log_p = _log_softmax(logits)
     vocab = log_p.shape[1]
-    valid = target != opts.ignore_index
-    index = torch.where(valid, target, 0).unsqueeze(1)
+    valid, index, log_p_y, w_y, v_y = _target(log_p, target, class_weight, bonus_weight, opts.ignore_index)
     bonus, params = get_bonus(opts.bonus), opts.params
     eps, rho = opts.label_smoothing, opts.bonus_scale
     gain, share = 1.0 - eps + eps / vocab, eps / vocab  # q_y and q_k for k != y
-    log_p_y = log_p.gather(1, index).squeeze(1)
     full = opts.bonus == "log" and opts.log_end == 1.0 and rho != 0.0
     # exact log(1 - p_y) = logsumexp_{k != y} log p_k, and the other classes' log-softmax
     log_p_other = log_p.scatter(1, index, -math.inf) if full else None
     log1m = torch.logsumexp(log_p_other, 1) if full else None
-    w_y = class_weight[index.squeeze(1)] if class_weight is not None else 1.0
-    v_y = bonus_weight[index.squeeze(1)] if bonus_weight is not None else 1.0
     loss = -(1.0 - eps) * w_y * log_p_y
     if rho != 0.0:
         loss = loss + rho * gain * v_y * bonus_value(bonus, log_p_y, log1m, params)
@@ -293,16 +303,18 @@ def soft_loss_and_grad(logits: Tensor, probs: Tensor, class_weight: Tensor | Non
     return loss, grad.to(logits.dtype)
 
 
-def _triton_loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor | None, bonus_weight: Tensor | None,
-                          token_grad: Tensor | None, opts: Options) -> tuple[Tensor, Tensor | None]:
-    """:func:`loss_and_grad` by the Triton kernel (2-D logits, ``opts.triton_ready``)."""
+def triton_loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor | None, bonus_weight: Tensor | None,
+                         token_grad: Tensor | None, opts: Options, *,
+                         inplace: bool = False) -> tuple[Tensor, Tensor | None]:
+    """:func:`loss_and_grad` by the Triton kernel (2-D logits, ``opts.triton_ready``); ``inplace`` writes the
+    gradient over the logits (for a caller that owns them)."""
     from .triton import el_loss_and_grad
 
     scale = token_grad.to(torch.float32).expand(target.shape).contiguous() if token_grad is not None else None
     return el_loss_and_grad(
         logits, target, class_weight, opts.ignore_index, opts.label_smoothing, log_end=opts.log_end,
         bonus_scale=opts.bonus_scale, bonus_weight=bonus_weight, bonus_floor=opts.bonus_floor, grad_scale=scale,
-        compute_grad=token_grad is not None)
+        compute_grad=token_grad is not None, inplace=inplace)
 
 
 def _any_loss_and_grad(
@@ -315,7 +327,7 @@ def _any_loss_and_grad(
     if target.is_floating_point():
         compute = soft_loss_and_grad
     else:
-        compute = _triton_loss_and_grad if use_triton else loss_and_grad
+        compute = triton_loss_and_grad if use_triton else loss_and_grad
     loss, grad = compute(logits, target, class_weight, bonus_weight, token_grad, opts)
     return loss, grad if grad is not None else logits.new_empty(0)
 

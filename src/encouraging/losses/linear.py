@@ -33,23 +33,22 @@ from torch import Tensor
 
 from ._checks import check_class_vector, check_floating, check_range, check_reduction, check_target_range
 from .functional import bonus_params, resolve_bonus_weight
-from .fused import Options, loss_and_grad
+from .fused import Options, loss_and_grad, triton_loss_and_grad
 from .modules import EncouragingOptions
 
 IMPLS = ("auto", "torch", "triton")
 
 
-class _Options(NamedTuple):
-    ignore_index: int
-    label_smoothing: float
-    log_end: float
-    bonus_scale: float
-    bonus: str
-    gamma: float
-    bonus_start: float
-    bonus_floor: float
+class _Chunking(NamedTuple):
+    """The loss options and how the chunks are computed; :attr:`flat` is the custom op's trailing arguments."""
+
+    loss: Options
     chunk_size: int
     impl: str
+
+    @property
+    def flat(self) -> tuple:
+        return (*self.loss, self.chunk_size, self.impl)
 
 
 def default_chunk_size(num_tokens: int, vocab: int, hidden: int) -> int:
@@ -68,12 +67,10 @@ def default_chunk_size(num_tokens: int, vocab: int, hidden: int) -> int:
     return min(num_tokens, 1 << (target - 1).bit_length())
 
 
-def _triton_supported(logits: Tensor, opts: _Options) -> bool:
+def _triton_supported(logits: Tensor, opts: Options) -> bool:
     """Whether ``impl='auto'`` uses the Triton kernel: CUDA (never the CPU interpreter: triton is not even
     imported there), float32 or half precision, and options the kernel implements (log bonus, no start shift)."""
-    if logits.device.type != "cuda" or logits.dtype == torch.float64:
-        return False
-    if opts.bonus != "log" or opts.bonus_start != 0.0:
+    if logits.device.type != "cuda" or logits.dtype == torch.float64 or not opts.triton_ready:
         return False
     from .triton import available
 
@@ -81,18 +78,13 @@ def _triton_supported(logits: Tensor, opts: _Options) -> bool:
 
 
 def _chunk_loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor | None, bonus_weight: Tensor | None,
-                         token_grad: Tensor | None, opts: _Options, use_triton: bool) -> tuple[Tensor, Tensor | None]:
+                         token_grad: Tensor | None, opts: Options, use_triton: bool) -> tuple[Tensor, Tensor | None]:
     """Per-token loss (float32 or float64) of a chunk of logits and, if ``token_grad`` is given,
-    ``d sum_i token_grad_i L_i / d logits`` in the logits' dtype (the Triton kernel writes it over the logits)."""
-    if not use_triton:
-        return loss_and_grad(logits, target, class_weight, bonus_weight, token_grad, Options(*opts[:8]))
-    from .triton import el_loss_and_grad
-
-    return el_loss_and_grad(
-        logits, target, class_weight, opts.ignore_index, opts.label_smoothing, log_end=opts.log_end,
-        bonus_scale=opts.bonus_scale, bonus_weight=bonus_weight, bonus_floor=opts.bonus_floor,
-        grad_scale=token_grad, compute_grad=token_grad is not None, inplace=True,
-    )
+    ``d sum_i token_grad_i L_i / d logits`` in the logits' dtype (the Triton kernel writes it over the logits,
+    which the chunk loop owns)."""
+    if use_triton:
+        return triton_loss_and_grad(logits, target, class_weight, bonus_weight, token_grad, opts, inplace=True)
+    return loss_and_grad(logits, target, class_weight, bonus_weight, token_grad, opts)
 
 
 @torch.library.custom_op("encouraging::linear_el_chunks", mutates_args=())
@@ -104,8 +96,7 @@ def _linear_el_chunks(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Per-token losses and, with ``token_grad``, the gradients of ``sum_i token_grad_i L_i`` for (hidden,
     weight, bias) as ``needs`` asks (an empty tensor where not asked)."""
-    opts = _Options(ignore_index, label_smoothing, log_end, bonus_scale, bonus, gamma, bonus_start, bonus_floor,
-                    chunk_size, impl)
+    opts = Options(ignore_index, label_smoothing, log_end, bonus_scale, bonus, gamma, bonus_start, bonus_floor)
     n = hidden.shape[0]
     use_triton = impl == "triton" or (impl == "auto" and _triton_supported(hidden, opts))
     loss = torch.empty(n, dtype=torch.float64 if hidden.dtype == torch.float64 else torch.float32,
@@ -153,7 +144,7 @@ class _LinearEncouragingLoss(torch.autograd.Function):
         precompute = token_grad is not None and any(needs)
         loss, d_hidden, d_weight, d_bias = _linear_el_chunks(
             hidden, weight, bias, target, class_weight, bonus_weight, token_grad if precompute else None, needs,
-            *opts)
+            *opts.flat)
         ctx.precompute, ctx.needs, ctx.opts, ctx.has_bias = precompute, needs, opts, bias is not None
         if precompute:
             # Kept as attributes, not saved tensors: backward scales them in place and hands them over as the only
@@ -178,7 +169,7 @@ class _LinearEncouragingLoss(torch.autograd.Function):
         else:
             hidden, weight, bias, target, class_weight, bonus_weight = ctx.saved_tensors
             out = _linear_el_chunks(hidden, weight, bias, target, class_weight, bonus_weight,
-                                    grad_out.contiguous(), ctx.needs, *ctx.opts)
+                                    grad_out.contiguous(), ctx.needs, *ctx.opts.flat)
             grads = [g if need else None for g, need in zip(out[1:], ctx.needs, strict=True)]
         if not ctx.has_bias:
             grads[2] = None
@@ -290,9 +281,9 @@ def linear_encouraging_loss(
     dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
     cw = class_weight.to(dtype) if class_weight is not None else None
     v = v.to(dtype) if v is not None else None
-    opts = _Options(ignore_index, float(label_smoothing), float(log_end), float(bonus_scale), bonus, float(gamma),
-                    float(bonus_start), float(bonus_floor),
-                    chunk_size or default_chunk_size(max(h.shape[0], 1), vocab, h.shape[1]), impl)
+    opts = _Chunking(Options(ignore_index, float(label_smoothing), float(log_end), float(bonus_scale), bonus,
+                             float(gamma), float(bonus_start), float(bonus_floor)),
+                     chunk_size or default_chunk_size(max(h.shape[0], 1), vocab, h.shape[1]), impl)
     if reduction == "none":
         loss = _LinearEncouragingLoss.apply(h, weight, bias, t, cw, v, None, opts)
         return loss.to(hidden.dtype).reshape(target.shape)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import torch
+from hypothesis import strategies as st
 from torch import Tensor
 
 #: (rtol, atol) for a loss or gradient computed from ``dtype`` inputs, compared with float64 truth on the same
@@ -84,3 +85,16 @@ def random_index_target(shape, num_classes: int, ignore_index: int | None = None
         mask[0], mask[-1] = True, False
         flat[mask] = ignore_index
     return target
+
+
+@st.composite
+def input_shapes(draw, min_classes: int = 1) -> tuple[int, ...]:
+    """An input shape of one of the three layouts: ``(N, C)``, ``(N, C, d1[, d2])`` or unbatched ``(C)``."""
+    layout = draw(st.sampled_from(["2d", "kdim", "unbatched"]))
+    num_classes = draw(st.integers(min_classes, 6))
+    if layout == "2d":
+        return (draw(st.integers(1, 6)), num_classes)
+    if layout == "kdim":
+        return (draw(st.integers(1, 3)), num_classes) + tuple(draw(st.lists(st.integers(1, 3), min_size=1,
+                                                                            max_size=2)))
+    return (num_classes,)

@@ -31,7 +31,15 @@ from encouraging.engine.criteria import (
 )
 from encouraging.losses import BonusSchedule, MirrorLoss, mirror_loss
 
-from .helpers import TOLERANCES, assert_close, examples, index_target_shape, random_index_target, random_probs
+from .helpers import (
+    TOLERANCES,
+    assert_close,
+    examples,
+    index_target_shape,
+    input_shapes,
+    random_index_target,
+    random_probs,
+)
 
 IGNORE_INDEX = -100
 BASES = ["mse", "mae"]
@@ -125,15 +133,8 @@ def paper_mirror_loss(input, target, base, link, bonus_scale, gamma):
 
 @st.composite
 def problems(draw, max_scale=30.0):
-    layout = draw(st.sampled_from(["2d", "kdim", "unbatched"]))
-    num_classes = draw(st.integers(1, 6))
-    if layout == "2d":
-        shape = (draw(st.integers(1, 6)), num_classes)
-    elif layout == "kdim":
-        shape = (draw(st.integers(1, 3)), num_classes) + tuple(draw(st.lists(st.integers(1, 3), min_size=1,
-                                                                             max_size=2)))
-    else:
-        shape = (num_classes,)
+    shape = draw(input_shapes())
+    num_classes = shape[0] if len(shape) == 1 else shape[1]
     scale = draw(st.sampled_from([s for s in (1e-3, 0.5, 3.0, 30.0) if s <= max_scale]))
     gen = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
     x = torch.randn(shape, generator=gen, dtype=torch.float64) * scale

@@ -25,7 +25,7 @@ from encouraging.losses import (
     poly_loss,
 )
 
-from .helpers import TOLERANCES, assert_close, examples, index_target_shape, random_probs
+from .helpers import TOLERANCES, assert_close, examples, index_target_shape, input_shapes, random_probs
 from .reference import (
     P_CAP,
     paper_encouraging_loss,
@@ -49,20 +49,13 @@ LOG_END = st.one_of(st.sampled_from([0.0, 1.0, 0.75, 0.5]), st.floats(0.0, 1.0 -
 @st.composite
 def problems(draw, probs_allowed=True, max_scale=1e4, min_classes=2):
     """A random (input, target, options) for the softmax losses, built from a drawn seed."""
-    layout = draw(st.sampled_from(["2d", "kdim", "unbatched"]))
-    num_classes = draw(st.integers(min_classes, 6))
-    if layout == "2d":
-        shape = (draw(st.integers(1, 6)), num_classes)
-    elif layout == "kdim":
-        shape = (draw(st.integers(1, 3)), num_classes) + tuple(draw(st.lists(st.integers(1, 3), min_size=1,
-                                                                             max_size=2)))
-    else:
-        shape = (num_classes,)
+    shape = draw(input_shapes(min_classes))
+    num_classes = shape[0] if len(shape) == 1 else shape[1]
     scale = draw(st.sampled_from([s for s in SCALES if s <= max_scale]))
     gen = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
     x = torch.randn(shape, generator=gen, dtype=torch.float64) * scale
     if draw(st.booleans()):  # one dominant logit per element: p_y near 1 for some, near 0 for others
-        dim = 0 if layout == "unbatched" else 1
+        dim = 0 if len(shape) == 1 else 1
         top = torch.randint(num_classes, index_target_shape(shape), generator=gen).unsqueeze(dim)
         x = x.scatter_add(dim, top, torch.full(top.shape, 10.0 * scale, dtype=torch.float64))
     if probs_allowed and draw(st.booleans()):

@@ -72,6 +72,16 @@ def check_class_vector(name: str, vector: Tensor | None, num_classes: int | None
         raise ValueError(f"{name} must be a 1-D tensor{length}, got shape {tuple(vector.shape)}")
 
 
+def all_targets_valid(target: Tensor, num_classes: int, ignore_index: int) -> bool:
+    """Whether every class index is in [0, C) and none equals ``ignore_index``, read from one ``aminmax`` where
+    that costs no device sync (CPU tensors, data checks on); False where it cannot tell cheaply. A caller that
+    gets True has checked the range and may skip the ignore mask."""
+    if target.device.type != "cpu" or not data_checks_enabled() or target.numel() == 0:
+        return False
+    low, high = (int(bound) for bound in torch.aminmax(target))
+    return 0 <= low and high < num_classes and not low <= ignore_index <= high
+
+
 def check_target_range(target: Tensor, index: Tensor, num_classes: int, ignore_index: int) -> None:
     """Every class index is in [0, C) or equals ignore_index (``index``: the targets with ignored ones set to 0).
 

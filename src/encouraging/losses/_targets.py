@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ._checks import (
+    all_targets_valid,
     check_class_vector,
     check_floating,
     check_range,
@@ -35,7 +36,8 @@ class Targets:
     out_dtype: torch.dtype
     # class-index targets
     index: Tensor | None = None  # (N, *) long, ignored positions replaced by 0 (safe to gather)
-    valid: Tensor | None = None  # (N, *) bool, False where target == ignore_index
+    mask: Tensor | None = None  # (N, *) bool, False where target == ignore_index; None when all_valid
+    all_valid: bool = False  # checked: no element is ignored (the mask is all True and never built)
     # probability targets
     probs: Tensor | None = None  # (N, C, *)
     raw: Tensor | None = None  # (N, *) long class indices as given, ignore_index included
@@ -48,6 +50,17 @@ class Targets:
     @property
     def hard(self) -> bool:
         return self.index is not None
+
+    @property
+    def valid(self) -> Tensor:
+        """(N, *) bool, False where target == ignore_index."""
+        if self.mask is None:
+            self.mask = torch.ones_like(self.index, dtype=torch.bool)
+        return self.mask
+
+    def masked(self, elementwise: Tensor) -> Tensor:
+        """``elementwise`` with ignored elements set to 0."""
+        return elementwise if self.all_valid else torch.where(self.valid, elementwise, 0.0)
 
     def class_view(self, vector: Tensor) -> Tensor:
         """Reshape a (C,) vector so that it broadcasts along the class dimension of ``x``."""
@@ -111,10 +124,12 @@ def prepare(
         )
     target = target.unsqueeze(0) if unbatched else target
     target = target.long()
+    if all_targets_valid(target, num_classes, ignore_index):  # the common case on the CPU: no mask to build
+        return Targets(x, num_classes, unbatched, out_dtype, index=target, raw=target, all_valid=True)
     valid = target != ignore_index
-    index = torch.where(valid, target, torch.zeros((), dtype=target.dtype, device=target.device))
+    index = torch.where(valid, target, 0)
     check_target_range(target, index, num_classes, ignore_index)
-    return Targets(x, num_classes, unbatched, out_dtype, index=index, valid=valid, raw=target)
+    return Targets(x, num_classes, unbatched, out_dtype, index=index, mask=valid, raw=target)
 
 
 def reduce(elementwise: Tensor, normalizer: Tensor | float, reduction: str, targets: Targets) -> Tensor:
@@ -133,8 +148,8 @@ def mean_normalizer(targets: Targets, weight: Tensor | None) -> Tensor | float:
     if not targets.hard:
         return float(targets.probs.numel() // targets.num_classes)
     if weight is None:
-        return targets.valid.sum().to(targets.compute_dtype)
-    return torch.where(targets.valid, weight.to(targets.compute_dtype)[targets.index], 0.0).sum()
+        return float(targets.index.numel()) if targets.all_valid else targets.valid.sum().to(targets.compute_dtype)
+    return targets.masked(weight.to(targets.compute_dtype)[targets.index]).sum()
 
 
 def smoothed(targets: Targets, label_smoothing: float) -> Tensor:
@@ -174,4 +189,4 @@ def class_terms(t: Targets, log_p: Tensor, term, weight: Tensor | None, label_sm
         else:
             spread = class_sum(term(log_p), w, t)
         out = (1.0 - label_smoothing) * out + (label_smoothing / t.num_classes) * spread
-    return torch.where(t.valid, out, 0.0)
+    return t.masked(out)

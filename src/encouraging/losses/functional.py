@@ -118,7 +118,7 @@ def _hard_reward(t: Targets, log_p: Tensor, log_p_y: Tensor, v: Tensor | None, e
         # floored term with the same function keeps value and gradient consistent to rounding.
         reward = reward + dense_bonus_sum(log_p, coef, bonus, params)
         reward = reward - dense_bonus_sum(log_p_y.unsqueeze(1), own, bonus, params)
-    return torch.where(t.valid, reward, 0.0)
+    return t.masked(reward)
 
 
 def _soft_reward(t: Targets, log_p: Tensor, v: Tensor | None, eps: float, rho: float, bonus: str,
@@ -266,7 +266,7 @@ def encouraging_loss(
                    float(bonus_start), float(bonus_floor))
     use_triton = _use_triton(impl, t, opts)
     loss = fused_encouraging_loss(t.x, t.raw if t.hard else t.probs, weight, v, reduction,
-                                  mean_normalizer(t, weight), opts, use_triton)
+                                  mean_normalizer(t, weight), opts, use_triton, t.all_valid)
     return t.finish(loss) if reduction == "none" else loss.to(t.out_dtype)
 
 

@@ -40,9 +40,10 @@ from .bonus import P_CAP, Bonus, BonusParams, bonus_value, dense_bonus_grad, den
 
 
 class Options(NamedTuple):
-    """The loss options the closed form reads (see :func:`~encouraging.losses.encouraging_loss`)."""
+    """The loss options the closed form reads (see :func:`~encouraging.losses.encouraging_loss`);
+    ``ignore_index=None``: the caller has checked that no element is ignored (no mask is built)."""
 
-    ignore_index: int
+    ignore_index: int | None
     label_smoothing: float
     log_end: float
     bonus_scale: float
@@ -93,10 +94,11 @@ def _log_softmax(logits: Tensor) -> Tensor:
 
 
 class _Target(NamedTuple):
-    """The target column of a batch: ``valid`` (not ``ignore_index``), ``index`` ``(N, 1, *)`` (ignored elements
-    at class 0, safe to gather), ``log_p_y``, and the target's class and bonus weights (1.0 without them)."""
+    """The target column of a batch: ``valid`` (not ``ignore_index``; None when no element is ignored),
+    ``index`` ``(N, 1, *)`` (ignored elements at class 0, safe to gather), ``log_p_y``, and the target's class and
+    bonus weights (1.0 without them)."""
 
-    valid: Tensor
+    valid: Tensor | None
     index: Tensor
     log_p_y: Tensor
     w_y: Tensor | float
@@ -104,32 +106,84 @@ class _Target(NamedTuple):
 
 
 def _target(log_p: Tensor, target: Tensor, class_weight: Tensor | None, bonus_weight: Tensor | None,
-            ignore_index: int) -> _Target:
-    valid = target != ignore_index
-    index = torch.where(valid, target, 0).unsqueeze(1)
+            ignore_index: int | None) -> _Target:
+    valid = target != ignore_index if ignore_index is not None else None
+    index = (torch.where(valid, target, 0) if valid is not None else target).unsqueeze(1)
     flat = index.squeeze(1)
     return _Target(valid, index, log_p.gather(1, index).squeeze(1),
                    class_weight[flat] if class_weight is not None else 1.0,
                    bonus_weight[flat] if bonus_weight is not None else 1.0)
 
 
+def _masked(x: Tensor, valid: Tensor | None) -> Tensor:
+    """``x`` with ignored elements set to 0 (each eager op costs microseconds: none when nothing is ignored)."""
+    return x if valid is None else torch.where(valid, x, 0.0)
+
+
+def _as(x: Tensor | float, dtype: torch.dtype) -> Tensor | float:
+    """``x.to(dtype)``, without the dispatch when it already has it (a float stays)."""
+    return x if not isinstance(x, Tensor) or x.dtype == dtype else x.to(dtype)
+
+
+def _column(x: Tensor | float) -> Tensor | float:
+    """A per-element ``(N, *)`` tensor shaped to broadcast along dim 1; a 0-d one or a float as it is."""
+    return x.unsqueeze(1) if isinstance(x, Tensor) and x.dim() else x
+
+
+def _scale(token_grad: Tensor | float, valid: Tensor | None, dtype: torch.dtype) -> Tensor | float:
+    """The per-element upstream gradient ``token_grad`` (a float, or a tensor broadcastable to the target) in
+    ``dtype``, 0 at ignored elements."""
+    if isinstance(token_grad, float):
+        return token_grad if valid is None else valid.to(dtype).mul_(token_grad)
+    return _masked(_as(token_grad, dtype), valid)
+
+
+def _times(x: Tensor, factor: Tensor | float) -> Tensor:
+    """``x * factor``, skipping the op for the factor 1.0 (no class or bonus weights)."""
+    return x if isinstance(factor, float) and factor == 1.0 else x * factor
+
+
+def _tiny(dtype: torch.dtype) -> float:
+    """A floor for a sum of probabilities computed as ``exp(log p)``: above it, every term that matters is a
+    normal float (below, ``exp`` underflows and the sum must be taken by ``logsumexp``)."""
+    return 1e-30 if dtype != torch.float64 else 1e-290
+
+
+def _others(logits: Tensor, log_p: Tensor, index: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | float]:
+    r"""The other classes' probabilities, :math:`1 - p_y` and its log computed exactly (from their sum, no
+    cancellation), and a per-row divisor: :math:`p_k /` ``divisor`` is the softmax over the other classes (0 at
+    the target).
+
+    On the CPU the sum of :math:`p_k = \exp(\log p_k)` is taken directly, over ``log_p`` in place, unless a row's
+    sum falls below :func:`_tiny` (one host read, free on the CPU); then, as on accelerators (no sync),
+    ``logsumexp`` over log-probabilities recomputed from ``logits``."""
+    if logits.device.type == "cpu" and log_p.numel():
+        probs = log_p.exp_().scatter_(1, index, 0.0)
+        one_minus = probs.sum(1)
+        if float(one_minus.min()) > _tiny(probs.dtype):
+            return probs, one_minus, torch.log(one_minus), one_minus
+        log_p = _log_softmax(logits)
+    log_p_other = log_p.scatter_(1, index, -math.inf)
+    log1m = torch.logsumexp(log_p_other, 1)
+    return log_p_other.sub_(log1m.unsqueeze(1)).exp_(), torch.exp(log1m), log1m, 1.0
+
+
 def _plain_loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor | None, bonus_weight: Tensor | None,
                          token_grad: Tensor | None, opts: Options) -> tuple[Tensor, Tensor | None]:
-    r""":func:`loss_and_grad` of the log bonus without smoothing or start shift, in few passes over ``(N, C)``.
+    r""":func:`loss_and_grad` of the log bonus without smoothing or start shift, in few passes over ``(N, C)``
+    and few ops (at 10 classes each eager op costs as much as the arithmetic).
 
     Conservative (``log_end < 1``), with :math:`\bar p = \min(p_y, LE)`: :math:`b = \log(1 - \bar p) - (p_y -
     \bar p) / (1 - LE)`; the gradient is :math:`s\,(p - e_y)` with :math:`s = w_y + \rho v_y p_y / (1 - \bar p)`,
     its target column :math:`-s\,(1 - p_y)` with the exact :math:`1 - p_y`. Full (``log_end = 1``):
-    :math:`b = \log(1 - p_y)` exactly (the other classes' logsumexp); with :math:`r = w_y (1 - p_y) + \rho v_y
-    p_y` the gradient is :math:`r\, p_k / (1 - p_y)` off the target and :math:`-r` on it, bounded for any logits
-    (``bonus_floor`` switches the bonus off where :math:`1 - p_y <` floor)."""
+    :math:`b = \log(1 - p_y)` exactly (the other classes' probability sum); with :math:`r = w_y (1 - p_y) + \rho
+    v_y p_y` the gradient is :math:`r\, p_k / (1 - p_y)` off the target and :math:`-r` on it, bounded for any
+    logits (``bonus_floor`` switches the bonus off where :math:`1 - p_y <` floor)."""
     log_p = _log_softmax(logits)
     valid, index, log_p_y, w_y, v_y = _target(log_p, target, class_weight, bonus_weight, opts.ignore_index)
     v_y = opts.bonus_scale * v_y
-    full = opts.log_end == 1.0
-    if full:
-        log1m = torch.logsumexp(log_p.scatter_(1, index, -math.inf), 1)  # the target column is rewritten below
-        one_minus = torch.exp(log1m)
+    if opts.log_end == 1.0:
+        others, one_minus, log1m, divisor = _others(logits, log_p, index)
         bonus, slope = log1m, v_y
         if opts.bonus_floor > 0.0:  # the clamped bonus is the constant log(floor) where 1 - p_y < floor
             bonus = log1m.clamp(min=math.log(opts.bonus_floor))
@@ -138,34 +192,38 @@ def _plain_loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor | 
         gap = 1.0 - opts.log_end
         one_minus = torch.expm1(log_p_y).neg_()
         capped = one_minus.clamp(min=gap)
-        bonus = torch.log(capped).sub_((capped - one_minus).div_(gap))
-    loss = torch.where(valid, bonus * v_y - log_p_y * w_y, 0.0)
+        bonus = torch.log(capped).add_(one_minus - capped, alpha=1.0 / gap)
+    loss = _masked(_times(bonus, v_y).sub_(_times(log_p_y, w_y)), valid)
     if token_grad is None:
         return loss, None
-    scale = torch.where(valid, token_grad.to(log_p.dtype), 0.0)
+    scale = _scale(token_grad, valid, log_p.dtype)
     p_y = torch.exp(log_p_y)
-    if full:
-        r = (one_minus * w_y).add_(p_y * slope).mul_(scale)
-        grad = log_p.sub_(log1m.unsqueeze(1)).exp_().mul_(r.unsqueeze(1))
+    if opts.log_end == 1.0:
+        # r over the computed total probability, one_minus + p_y = 1 up to log_softmax's rounding: the same
+        # relative error then cancels (r is exactly w_y where w_y = slope), as it does in p_k / divisor
+        r = torch.add(_times(one_minus, w_y), _times(p_y, slope)).div_(one_minus + p_y).mul_(scale)
+        grad = others.mul_((r / divisor).unsqueeze(1))
         target_column = r.neg_()
     else:
-        s = p_y.div_(capped).mul_(v_y).add_(w_y).mul_(scale)
+        s = _times(p_y.div_(capped), v_y).add_(w_y).mul_(scale)
         grad = log_p.exp_().mul_(s.unsqueeze(1))
         target_column = s.mul_(one_minus).neg_()
     grad.scatter_(1, index, target_column.unsqueeze(1))
-    return loss, grad.to(logits.dtype)
+    return loss, _as(grad, logits.dtype)
 
 
 def _smoothed_loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor | None,
                             bonus_weight: Tensor | None, token_grad: Tensor | None,
                             opts: Options) -> tuple[Tensor, Tensor | None]:
     r""":func:`loss_and_grad` of the conservative log bonus with label smoothing (the paper's translation
-    setting), in two ``(N, C)`` buffers: the log-probabilities, turned into probabilities in place, and one
-    work buffer that ends as the gradient.
+    setting), in two ``(N, C)`` buffers: the log-probabilities, turned into probabilities in place, and
+    :math:`1 - u` with :math:`u_k = \min(p_k, LE)`, turned into the gradient.
 
-    With :math:`u_k = \min(p_k, LE)` the other classes' bonus is :math:`\sum_{k \ne y} v_k b(p_k) = \sum v_k
-    \log(1 - u_k) + (\sum v_k p_k - \sum v_k u_k) / (LE - 1)` (matrix-vector products, no more buffers), their
-    :math:`\beta_k = -p_k / (1 - u_k)`; the target's terms are exact, as in :func:`_plain_loss_and_grad`."""
+    The other classes' bonus is :math:`\sum_{k \ne y} v_k b(p_k) = \sum v_k \log(1 - u_k) - \sum v_k
+    (p_k - LE)^+ / (1 - LE)`, their :math:`\beta_k = -p_k / (1 - u_k)`; the target's terms are exact, as in
+    :func:`_plain_loss_and_grad`. Without bonus weights the log-sum is the log of a product (one read, no
+    elementwise log: the factors lie in :math:`[1 - LE, 1]` and the product stays above :math:`LE(1 - LE)`), and
+    for :math:`LE \ge 1/2` at most one other class can pass ``LE``, so the excess is that of the largest."""
     log_p = _log_softmax(logits)
     vocab = log_p.shape[1]
     le, eps, rho = opts.log_end, opts.label_smoothing, opts.bonus_scale
@@ -176,32 +234,41 @@ def _smoothed_loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor
         return _class_dot(x, vector) if vector is not None else x.sum(1)
 
     ce_all = dot(log_p, class_weight)  # sum_k w_k log p_k
-    p = log_p.exp_().scatter_(1, index, 0.0)  # p, without the target (its terms are exact, below)
-    work = p.clamp(max=le)  # u
-    dense = dot(p, bonus_weight).sub_(dot(work, bonus_weight)).div_(le - 1.0)
-    dense.add_(dot(work.neg_().log1p_(), bonus_weight))  # sum_{k != y} v_k b(p_k)
+    probs = log_p.exp_().scatter_(1, index, 0.0)  # the other classes' p (the target's terms are exact, below)
+    kept = torch.rsub(probs, 1.0).clamp_(min=1.0 - le)  # 1 - u
+    log_kept = torch.log(kept.prod(1)) if bonus_weight is None else dot(torch.log(kept), bonus_weight)
+    if le >= 0.5 and bonus_weight is None:
+        excess = probs.amax(1).sub_(le).clamp_(min=0.0)
+    else:
+        excess = dot(torch.sub(probs, le).clamp_(min=0.0), bonus_weight)
     one_minus = torch.expm1(log_p_y).neg_()
     capped = one_minus.clamp(min=1.0 - le)
-    bonus_y = torch.log(capped).sub_((capped - one_minus).div_(1.0 - le))
-    loss = bonus_y.mul_(rho * gain * v_y).add_(dense, alpha=rho * share)
-    loss = torch.where(valid, loss.sub_(log_p_y * ((1.0 - eps) * w_y)).sub_(ce_all, alpha=share), 0.0)
+    bonus_y = torch.log(capped).add_(one_minus - capped, alpha=1.0 / (1.0 - le))
+    loss = bonus_y.mul_(rho * gain * v_y).add_(log_kept.sub_(excess, alpha=1.0 / (1.0 - le)), alpha=rho * share)
+    loss = _masked(loss.sub_(_times(log_p_y, (1.0 - eps) * w_y)).sub_(ce_all, alpha=share), valid)
     if token_grad is None:
         return loss, None
-    scale = torch.where(valid, token_grad.to(p.dtype), 0.0)
-    # c_k = share (rho v_k beta_k - w_k) off the target (0 on it), c_y = gain (rho v_y beta_y - w_y)
-    torch.clamp(p, max=le, out=work).neg_().add_(1.0)
-    c = torch.div(p, work, out=work).mul_(-rho * share)
+    scale = _scale(token_grad, valid, probs.dtype)
+    ratio = torch.div(probs, kept, out=kept)  # -beta_k
     if bonus_weight is not None:
-        c.mul_(_class_view(bonus_weight, c))
-    c.sub_(_class_view(class_weight, c) * share if class_weight is not None else share)
-    c.scatter_(1, index, 0.0)
-    c_other = c.sum(1)
+        ratio.mul_(_class_view(bonus_weight, ratio))
+    # c_k = -share (rho v_k ratio_k + w_k) off the target (0 on it), c_y = gain (rho v_y beta_y - w_y)
+    w_other = (class_weight.sum() if class_weight is not None else float(vocab)) - w_y  # sum_{k != y} w_k
+    c_other = ratio.sum(1).mul_(rho).add_(w_other).mul_(-share)
     p_y = torch.exp(log_p_y)
     c_y = (p_y / capped).mul_(-rho * v_y).sub_(w_y).mul_(gain)
-    grad = c.sub_(p.mul_((c_other + c_y).unsqueeze(1))).mul_(scale.unsqueeze(1))
+    # grad_k = scale (c_k - p_k (c_other + c_y)) off the target
+    grad = ratio.mul_(_column(scale * (-share * rho)))
+    if class_weight is None:
+        grad.sub_(_column(scale * share))
+    elif isinstance(scale, float):
+        grad.sub_(_class_view(class_weight, grad), alpha=share * scale)
+    else:
+        grad.addcmul_(_class_view(class_weight, grad), _column(scale), value=-share)
+    grad.addcmul_(probs, _column((c_other + c_y).mul_(scale)), value=-1.0)
     # the target column c_y (1 - p_y) - p_y sum_{k != y} c_k, with the exact 1 - p_y
-    grad.scatter_(1, index, (c_y * one_minus - p_y * c_other).mul_(scale).unsqueeze(1))
-    return loss, grad.to(logits.dtype)
+    grad.scatter_(1, index, _column(c_y.mul_(one_minus).sub_(p_y.mul_(c_other)).mul_(scale)))
+    return loss, _as(grad, logits.dtype)
 
 
 def loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor | None, bonus_weight: Tensor | None,
@@ -253,10 +320,10 @@ def loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor | None, b
         if rho != 0.0:
             own = dense_bonus_value(bonus, log_p_y.unsqueeze(1), params).squeeze(1)
             loss = loss + rho * share * (_class_dot(dense_bonus_value(bonus, log_p, params), v) - v_y * own)
-    loss = torch.where(valid, loss, 0.0)
+    loss = _masked(loss, valid)
     if token_grad is None:
         return loss, None
-    scale = torch.where(valid, token_grad.to(log_p.dtype), 0.0)
+    scale = _scale(token_grad, valid, log_p.dtype)
     # The target column is c_y (1 - p_y) - p_y (sum_{k != y} c_k + A), with the exact 1 - p_y: as
     # c_y - p_y sum_k c_k it would cancel catastrophically when p_y -> 1.
     one_minus = torch.exp(log1m) if full else -torch.expm1(log_p_y)
@@ -266,7 +333,7 @@ def loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor | None, b
         c = (c.sub_(_class_view(w, log_p)) if c is not None else -_class_view(w, log_p).expand_as(log_p).clone())
         c.mul_(share).scatter_(1, index, 0.0)
         c_other = c.sum(1)
-        grad = c.sub_(log_p.exp_().mul_((c_other + c_y + full_coef).unsqueeze(1))).mul_(scale.unsqueeze(1))
+        grad = c.sub_(log_p.exp_().mul_((c_other + c_y + full_coef).unsqueeze(1))).mul_(_column(scale))
     else:  # c = c_y e_y: the gradient is -c_y (p - e_y), EL's per-token multiplier times CE's gradient
         c_other = 0.0
         grad = log_p.exp_().mul_((-(c_y + full_coef) * scale).unsqueeze(1))
@@ -298,8 +365,8 @@ def soft_loss_and_grad(logits: Tensor, probs: Tensor, class_weight: Tensor | Non
         return loss, None
     c = dense_bonus_grad(bonus, log_p, params).mul_(rho * v).sub_(w) if rho != 0.0 else -w * torch.ones_like(log_p)
     c.mul_(q)
-    scale = token_grad.to(log_p.dtype)
-    grad = c.sub_(log_p.exp_().mul_(c.sum(1, keepdim=True))).mul_(scale.unsqueeze(1) if scale.dim() else scale)
+    scale = _column(_scale(token_grad, None, log_p.dtype))
+    grad = c.sub_(log_p.exp_().mul_(c.sum(1, keepdim=True))).mul_(scale)
     return loss, grad.to(logits.dtype)
 
 
@@ -310,16 +377,18 @@ def triton_loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor | 
     gradient over the logits (for a caller that owns them)."""
     from .triton import el_loss_and_grad
 
-    scale = token_grad.to(torch.float32).expand(target.shape).contiguous() if token_grad is not None else None
+    scale = (torch.as_tensor(token_grad, dtype=torch.float32, device=logits.device).expand(target.shape).contiguous()
+             if token_grad is not None else None)
     return el_loss_and_grad(
-        logits, target, class_weight, opts.ignore_index, opts.label_smoothing, log_end=opts.log_end,
+        logits, target, class_weight, opts.ignore_index if opts.ignore_index is not None else -1,
+        opts.label_smoothing, log_end=opts.log_end,
         bonus_scale=opts.bonus_scale, bonus_weight=bonus_weight, bonus_floor=opts.bonus_floor, grad_scale=scale,
         compute_grad=token_grad is not None, inplace=inplace)
 
 
 def _any_loss_and_grad(
     logits: Tensor, target: Tensor, class_weight: Tensor | None, bonus_weight: Tensor | None,
-    token_grad: Tensor | None, ignore_index: int, label_smoothing: float, log_end: float, bonus_scale: float,
+    token_grad: Tensor | None, ignore_index: int | None, label_smoothing: float, log_end: float, bonus_scale: float,
     bonus: str, gamma: float, bonus_start: float, bonus_floor: float, use_triton: bool,
 ) -> tuple[Tensor, Tensor]:
     """Per-element losses and, with ``token_grad``, their weighted sum's logits gradient (else an empty tensor)."""
@@ -351,13 +420,17 @@ class _FusedEncouragingLoss(torch.autograd.Function):
     def forward(ctx, logits, target, class_weight, bonus_weight, token_grad, per_element, opts, use_triton):
         needs = bool(ctx.needs_input_grad[0])
         # the custom op is for torch.compile (one opaque node); eager calls skip its dispatch (tens of us)
-        compute = _el_loss_and_grad if torch.compiler.is_compiling() else _any_loss_and_grad
+        compute = _any_loss_and_grad
+        if torch.compiler.is_compiling():
+            compute = _el_loss_and_grad
+            token_grad = torch.as_tensor(token_grad, device=logits.device,
+                                         dtype=torch.float64 if logits.dtype == torch.float64 else torch.float32)
         loss, grad = compute(logits, target, class_weight, bonus_weight, token_grad if needs else None, *opts,
                              use_triton)
         if needs:
             ctx.save_for_backward(grad)
         ctx.per_element = per_element
-        return loss if per_element else (loss * token_grad.to(loss.dtype)).sum()
+        return loss if per_element else loss.sum().mul_(_as(token_grad, loss.dtype))
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -376,11 +449,15 @@ class _FusedEncouragingLoss(torch.autograd.Function):
 
 def fused_encouraging_loss(logits: Tensor, target: Tensor, class_weight: Tensor | None,
                            bonus_weight: Tensor | None, reduction: str, normalizer: Tensor | float, opts: Options,
-                           use_triton: bool) -> Tensor:
+                           use_triton: bool, all_valid: bool = False) -> Tensor:
     """The loss of batched logits ``(N, C, *)`` (checked by the caller) through :class:`_FusedEncouragingLoss`:
-    ``reduction`` ``'none'``, ``'sum'`` or ``'mean'`` (the sum divided by ``normalizer``), float32 or float64."""
+    ``reduction`` ``'none'``, ``'sum'`` or ``'mean'`` (the sum divided by ``normalizer``), float32 or float64;
+    ``all_valid``: the caller has checked that no target is ``ignore_index`` (no mask is built)."""
+    if all_valid:
+        opts = opts._replace(ignore_index=None)
     dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
     scale = 1.0 / normalizer if reduction == "mean" else 1.0
-    token_grad = torch.as_tensor(scale, dtype=dtype, device=logits.device)
+    # a float where it can be (the sum over an unweighted batch): a 0-d tensor costs microseconds per use
+    token_grad = _as(scale, dtype) if isinstance(scale, Tensor) else scale
     cw, bw = (x.to(device=logits.device, dtype=dtype) if x is not None else None for x in (class_weight, bonus_weight))
     return _FusedEncouragingLoss.apply(logits, target, cw, bw, token_grad, reduction == "none", opts, use_triton)

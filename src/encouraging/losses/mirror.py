@@ -145,7 +145,7 @@ def mirror_loss(
     if omega is not None:
         elementwise = elementwise * omega
     if t.hard:
-        elementwise = torch.where(t.valid, elementwise, 0.0)
+        elementwise = t.masked(elementwise)
     return reduce(elementwise, mean_normalizer(t, weight) * t.num_classes, reduction, t)
 
 

@@ -108,8 +108,8 @@ class _Target(NamedTuple):
 def _target(log_p: Tensor, target: Tensor, class_weight: Tensor | None, bonus_weight: Tensor | None,
             ignore_index: int | None) -> _Target:
     valid = target != ignore_index if ignore_index is not None else None
-    index = (torch.where(valid, target, 0) if valid is not None else target).unsqueeze(1)
-    flat = index.squeeze(1)
+    flat = torch.where(valid, target, 0) if valid is not None else target
+    index = flat.unsqueeze(1)
     return _Target(valid, index, log_p.gather(1, index).squeeze(1),
                    class_weight[flat] if class_weight is not None else 1.0,
                    bonus_weight[flat] if bonus_weight is not None else 1.0)
@@ -197,7 +197,7 @@ def _plain_loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor | 
     if token_grad is None:
         return loss, None
     scale = _scale(token_grad, valid, log_p.dtype)
-    p_y = torch.exp(log_p_y)
+    p_y = log_p_y.exp_()  # log p_y is spent (the ops here cost more than their arithmetic: none allocates)
     if opts.log_end == 1.0:
         # r over the computed total probability, one_minus + p_y = 1 up to log_softmax's rounding: the same
         # relative error then cancels (r is exactly w_y where w_y = slope), as it does in p_k / divisor

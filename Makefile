@@ -9,7 +9,7 @@ DEMO_LOSSES ?= ce,ce_ls,poly1,el,el(log_end=1.0),el(log_end=1.0, bonus_floor=1e-
 # The offline datasets beside the checkout are found without a flag (a user's own setting wins).
 export ENCOURAGING_DATA ?= $(if $(wildcard ../shared/data/fashion_mnist),$(abspath ../shared/data))
 
-.PHONY: test test-all demo bench lint clean
+.PHONY: test test-all demo results bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test-all: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) -m encouraging.cli compare configs/demo.yaml --seeds 3 --losses "$(DEMO_LOSSES)" \
 		--out runs/demo --report reports/demo
+
+# The results tables of README.md and docs/*.md, regenerated from the committed records in results/.
+results: $(VENV)/.installed
+	$(PY) -m encouraging.cli docs
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/loss.py

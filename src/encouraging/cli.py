@@ -2,7 +2,9 @@
 
     encouraging train CONFIG [--section.key=value ...]       one run
     encouraging compare CONFIG [--seeds N] [--losses ...]    every loss x seed of one recipe, then the table
-    encouraging report [DB] --out DIR                        markdown + PNG report of a results database
+    encouraging report [DB|RECORDS] --out DIR                markdown + PNG report of a database or records
+    encouraging export [DB] --out DIR                        one JSON record per finished run (to commit)
+    encouraging docs [FILE ...] [--check]                    regenerate the docs' results tables from records
     encouraging analyze RUN... --out DIR                     margins, energies, gradients, probes of trained runs
     encouraging eval ood RUN... --ood DATASET[,...]          OOD detection (MSP, max logit, energy, ODIN, Mahalanobis)
     encouraging eval attack RUN... --attack pgd --eps ...    robust accuracy vs epsilon (torchattacks)
@@ -114,10 +116,20 @@ def _parser() -> argparse.ArgumentParser:
                            help="the last epoch's weights, or the mean of the last epochs' (train.average_last)")
     translate.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
 
-    report = sub.add_parser("report", help="write the markdown + PNG report of a results database")
-    report.add_argument("db", nargs="?", default=f"{DEFAULT_OUT}/results.db")
+    report = sub.add_parser("report", help="write the markdown + PNG report of a results database or of records")
+    report.add_argument("db", nargs="?", default=f"{DEFAULT_OUT}/results.db",
+                        help="a results database, or a folder (or .json file) of exported records")
     report.add_argument("--out", required=True, help="output folder")
     report.add_argument("--html", action="store_true", help="also write report.html")
+
+    export = sub.add_parser("export", help="write one JSON record per finished run of a results database")
+    export.add_argument("db", nargs="?", default=f"{DEFAULT_OUT}/results.db")
+    export.add_argument("--out", required=True, help="folder for the records (one <run_id>.json per run)")
+    export.add_argument("--recipe", default=None, help="only the runs of this recipe (its config name)")
+
+    docs = sub.add_parser("docs", help="regenerate the results tables of the docs from the committed records")
+    docs.add_argument("files", nargs="*", help="markdown files (default: README.md and docs/*.md)")
+    docs.add_argument("--check", action="store_true", help="write nothing; exit 1 when a table is out of date")
 
     listing = sub.add_parser("list", help="list tasks, datasets, models or losses")
     listing.add_argument("what", choices=("tasks", "datasets", "models", "losses", "bonuses"))
@@ -202,6 +214,21 @@ def _main(args: argparse.Namespace, overrides: list[str]) -> int:
             raise ValueError(f"--beam must be >= 1, got {args.beam}")
         translate_file(args.run, args.input, args.output, beam=args.beam, weights=args.weights, device=args.device)
         return 0
+    if args.command == "export":
+        from .results import export_records
+
+        _upgrade(args.db)
+        paths = export_records(args.db, args.out, recipe=args.recipe)
+        print(f"exported {len(paths)} finished run(s) to {args.out}")
+        return 0
+    if args.command == "docs":
+        from .results.docs import update_docs
+
+        files = args.files or ["README.md", *sorted(str(p) for p in Path("docs").glob("*.md"))]
+        stale = update_docs(files, check=args.check)
+        for line in stale:
+            print(("stale: " if args.check else "updated: ") + line)
+        return 1 if stale and args.check else 0
     if args.command == "report":
         from .results import write_report
 
@@ -245,8 +272,8 @@ def _main(args: argparse.Namespace, overrides: list[str]) -> int:
 
 def _upgrade(db: str | Path) -> None:
     """Bring a database written by an earlier version up to date, once, saying so."""
-    if not Path(db).is_file():
-        return  # report says that it is missing; compare creates it
+    if not Path(db).is_file() or Path(db).suffix == ".json":
+        return  # report says that it is missing, compare creates it; records are always current
     from .experiment.upgrade import upgrade
     from .results import ResultsStore
 

@@ -1,4 +1,5 @@
-"""Results: the SQLite store of runs and metrics, statistics over seeds, the paper's numbers, and reports.
+"""Results: the SQLite store of runs and metrics, their committed JSON records, statistics over seeds, the
+paper's numbers, and reports.
 
 >>> from encouraging.results import ResultsStore, RunRecord, write_report
 >>> store = ResultsStore("runs/results.db")          # doctest: +SKIP
@@ -6,6 +7,7 @@
 """
 
 from .paper import PAPER_NUMBERS, PaperNumber, list_paper_numbers, model_family, paper_number
+from .records import export_records, read_record, records_store
 from .report import (
     Doc,
     Group,
@@ -36,6 +38,7 @@ __all__ = [
     "Summary",
     "collect",
     "compare",
+    "export_records",
     "comparison_rows",
     "group_rows",
     "group_tables",
@@ -44,6 +47,8 @@ __all__ = [
     "model_family",
     "paired",
     "paper_number",
+    "read_record",
+    "records_store",
     "register_section",
     "summarize",
     "table_rows",

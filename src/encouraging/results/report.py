@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from .paper import PaperNumber, canonical_loss, paper_number
+from .records import is_records_source, records_store
 from .stats import Comparison, Summary, compare, format_signed, summarize
 from .store import ResultsStore
 from .style import loss_styles, new_figure, reset_styles
@@ -265,6 +266,8 @@ def _open(store_or_path: ResultsStore | str | os.PathLike) -> ResultsStore:
     if isinstance(store_or_path, ResultsStore):
         return store_or_path
     path = Path(store_or_path)
+    if is_records_source(path):
+        return records_store([path])
     if not path.exists():  # do not create an empty database just to report on it
         raise FileNotFoundError(f"no results database at {path}")
     return ResultsStore(path)
@@ -741,7 +744,7 @@ def write_report(
     doc.h(1, title)
     doc.ul(
         [
-            f"database: `{store.path}`",
+            f"results: {store.meta('source') or f'`{store.path}`'}",
             f"written: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
             f"runs: {len(all_runs)} ({counts.get('finished', 0)} finished, {counts.get('running', 0)} running, "
             f"{counts.get('failed', 0)} failed)" + (f"; filters: {filters}" if filters else ""),

@@ -758,6 +758,48 @@ class ResultsStore:
             out.append(row)
         return out
 
+    def run_rows(self, run_id: str) -> dict[str, list[dict[str, Any]]]:
+        """A run's own :meth:`add_rows` rows by ``kind``, in the order they were added, without run context."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        cur = self._conn().execute("SELECT kind, data FROM rows WHERE run_id = ? ORDER BY id", (run_id,))
+        for kind, data in cur.fetchall():
+            out.setdefault(kind, []).append(json.loads(data))
+        return out
+
+    def import_run(self, run: Mapping[str, Any], epochs: Iterable[Mapping[str, Any]], final: Mapping[str, Any],
+                   rows: Mapping[str, Iterable[Mapping[str, Any]]]) -> None:
+        """Store a finished run read back from elsewhere (an exported record), in one transaction: ``run`` holds
+        the columns of :meth:`runs` (at least the identifying ones), ``epochs`` the dicts of :meth:`epochs`,
+        ``final`` and ``rows`` (by kind) as :meth:`final` and :meth:`run_rows` give them. A run with the same id or
+        the same ``(config_hash, seed)`` is replaced."""
+        now = time.time()
+        cols = {
+            "run_id": run["run_id"], "recipe": run["recipe"], "task": run["task"], "dataset": run["dataset"],
+            "model": run["model"], "loss": run["loss"], "loss_label": run["loss_label"], "seed": int(run["seed"]),
+            "config_hash": run["config_hash"], "config": _to_json(run.get("config", {}), "config"),
+            "loss_params": _to_json(run.get("loss_params", {}), "loss_params"), "test_note": run.get("test_note"),
+            "versions": _to_json(run.get("versions", {}), "versions"), "git_commit": run.get("git_commit"),
+            "hardware": run.get("hardware", ""), "run_dir": run.get("run_dir", ""), "status": "finished",
+            "host": "", "pid_ns": "", "pid": 0, "attempts": int(run.get("attempts", 1)),
+            "created_at": run.get("created_at", now), "started_at": run.get("started_at", now),
+            "heartbeat_at": run.get("finished_at", now), "finished_at": run.get("finished_at", now), "error": None,
+        }
+        epoch_items = [(int(e["epoch"]), _metrics({k: v for k, v in e.items() if k != "epoch"}, "epoch metrics"))
+                       for e in epochs]
+        final_items = _metrics(final, "final metrics", allow_text=True)
+        with self._write() as c:
+            c.execute("DELETE FROM runs WHERE run_id = ? OR (config_hash = ? AND seed = ?)",
+                      (cols["run_id"], cols["config_hash"], cols["seed"]))
+            c.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                      tuple(cols.values()))
+            c.executemany("INSERT INTO epochs (run_id, epoch, name, value) VALUES (?, ?, ?, ?)",
+                          [(cols["run_id"], e, k, v) for e, items in epoch_items for k, v in items])
+            c.executemany("INSERT INTO final (run_id, name, value) VALUES (?, ?, ?)",
+                          [(cols["run_id"], k, v) for k, v in final_items])
+            c.executemany("INSERT INTO rows (run_id, kind, data, created_at) VALUES (?, ?, ?, ?)",
+                          [(cols["run_id"], kind, json.dumps(dict(r), allow_nan=True), now)
+                           for kind, kind_rows in rows.items() for r in kind_rows])
+
     def counts(self) -> dict[str, int]:
         """Number of runs per status (every status present, 0 when none)."""
         out = dict.fromkeys(STATUSES, 0)

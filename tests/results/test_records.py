@@ -1,0 +1,140 @@
+"""Result records: export and read back without loss, bad files named; generated docs tables and their check."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from encouraging.cli import main
+from encouraging.results import ResultsStore, export_records, read_record, records_store, write_report
+from encouraging.results.docs import update_docs
+
+from .test_report import add_run, paired_text, pm
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def db(tmp_path):
+    """3 losses x 3 seeds of synthetic runs, one unfinished run, and evaluation rows with a NaN."""
+    store = ResultsStore(tmp_path / "results.db")
+    best = {}
+    for li, label in enumerate(("CE", "EL (LE=0.75)", "EL (LE=1)")):
+        for seed in range(3):
+            best.setdefault(label, {})[seed] = max(add_run(store, "quick", "small_cnn", li, seed))
+    add_run(store, "quick", "small_cnn", 0, 7, finish=False)
+    run_id = store.runs(seed=0, loss_label="CE")[0]["run_id"]
+    store.add_rows(run_id, "custom", [{"method": "msp", "auroc": 0.97}, {"method": "energy", "auroc": math.nan}])
+    return store, best
+
+
+def test_export_reads_back_as_the_same_database(db, tmp_path):
+    store, _ = db
+    paths = export_records(store, tmp_path / "records")
+    finished = store.runs(status="finished")
+    assert sorted(p.stem for p in paths) == sorted(r["run_id"] for r in finished)  # the unfinished run is left out
+    back = records_store([tmp_path / "records"], tmp_path / "back.db")
+    assert [r["run_id"] for r in back.runs()] == [r["run_id"] for r in finished]
+    for run in finished:
+        rid = run["run_id"]
+        mine, theirs = back.run(rid), store.run(rid)
+        for key in ("recipe", "loss_label", "seed", "config_hash", "config", "versions", "git_commit", "hardware"):
+            assert mine[key] == theirs[key]
+        assert back.epochs(rid) == store.epochs(rid)  # floats exactly: JSON keeps the shortest round-trip repr
+        assert back.final(rid) == store.final(rid)
+    rows = back.rows("custom")
+    assert rows[0]["auroc"] == 0.97 and math.isnan(rows[1]["auroc"])
+    # a record is text a reader can open: the run, its curves and final metrics by name
+    record = json.loads(paths[0].read_text())
+    assert set(record) == {"record_version", "run", "epochs", "final", "rows"}
+    assert "host" not in record["run"] and "run_dir" not in record["run"]
+    assert oct(paths[0].stat().st_mode & 0o777) == "0o644"
+
+
+def test_report_of_records_has_the_database_numbers(db, tmp_path):
+    store, best = db
+    export_records(store, tmp_path / "records")
+    md = write_report(tmp_path / "records", tmp_path / "report").read_text()
+    assert "results: " in md and "(9 records)" in md
+    for label in best:
+        row = next(line for line in md.splitlines() if line.startswith(f"| {label} |"))
+        assert pm(best[label].values()) in row
+    assert paired_text(best["CE"], best["EL (LE=1)"]) in md
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{", "invalid JSON"),
+    ('{"run": {}}', "no record_version"),
+    ('{"record_version": 99, "run": {}}', "newer than this package"),
+    ('{"record_version": 1, "run": {"run_id": "x"}, "epochs": {}, "final": {}, "rows": {}}', "missing run.recipe"),
+])
+def test_bad_records_are_named(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message) as info:
+        read_record(path)
+    assert str(path) in str(info.value)
+    with pytest.raises(FileNotFoundError, match="no result records"):
+        records_store([tmp_path / "missing"])
+
+
+def _doc(tmp_path, spec: str) -> Path:
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"# Results\n\ntext before\n\n<!-- results: {spec} -->\nstale table\n<!-- /results -->\n\nafter\n")
+    return doc
+
+
+def test_docs_block_is_generated_and_checked(db, tmp_path):
+    store, best = db
+    export_records(store, tmp_path / "records")
+    doc = _doc(tmp_path, "records recipe=quick")
+    assert update_docs([doc], tmp_path, check=True) == [f"{doc}: results block 'records recipe=quick'"]
+    assert "stale table" in doc.read_text()  # check writes nothing
+    assert len(update_docs([doc], tmp_path)) == 1
+    text = doc.read_text()
+    assert text.startswith("# Results\n\ntext before\n\n<!-- results:")
+    assert text.endswith("<!-- /results -->\n\nafter\n")
+    for label in best:
+        row = next(line for line in text.splitlines() if line.startswith(f"| {label} |"))
+        assert pm(best[label].values()) in row and "| 3 |" in row
+    assert "| EL (LE=1) \u2212 CE | " in text and paired_text(best["CE"], best["EL (LE=1)"]) in text
+    assert "*9 runs from `records`; seeds 0-2; epochs 5;" in text and "machine: test CPU, 2 threads" in text
+    assert update_docs([doc], tmp_path, check=True) == []  # now current
+
+
+def test_docs_block_pairs_and_errors(db, tmp_path):
+    store, best = db
+    export_records(store, tmp_path / "records")
+    doc = _doc(tmp_path, "records pairs=EL (LE=0.75) :: EL (LE=1)")
+    update_docs([doc], tmp_path)
+    text = doc.read_text()
+    assert paired_text(best["EL (LE=0.75)"], best["EL (LE=1)"]) in text and "\u2212 CE |" not in text
+    for spec, message in (("records pairs=CE :: Focal", "no loss labelled 'Focal'"),
+                          ("records colour=red", "not key=value with a key of"),
+                          ("records recipe=other", "no finished runs in records match")):
+        with pytest.raises(ValueError, match=message):
+            update_docs([_doc(tmp_path, spec)], tmp_path)
+
+
+def test_cli_export_report_and_docs_check(db, tmp_path, monkeypatch, capsys):
+    store, _ = db
+    assert main(["export", str(store.path), "--out", str(tmp_path / "records")]) == 0
+    assert "exported 9 finished run(s)" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "records"), "--out", str(tmp_path / "report")]) == 0
+    doc = _doc(tmp_path, "records")
+    monkeypatch.chdir(tmp_path)
+    assert main(["docs", "doc.md", "--check"]) == 1
+    assert "stale: doc.md" in capsys.readouterr().out
+    assert main(["docs", "doc.md"]) == 0 and main(["docs", "doc.md", "--check"]) == 0
+    assert main(["export", str(tmp_path / "nothing.db"), "--out", str(tmp_path / "x")]) == 2
+    assert "no results database" in capsys.readouterr().err
+    assert doc.exists()
+
+
+def test_the_docs_tables_are_the_committed_records():
+    """Every generated table in README.md and docs/*.md equals what its records give (`make results` fixes it)."""
+    files = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    assert update_docs(files, REPO, check=True) == []

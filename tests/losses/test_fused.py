@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from encouraging.losses import EncouragingLoss, encouraging_loss
+from encouraging.losses import EncouragingLoss, disable_checks, encouraging_loss
 
 from .helpers import assert_close, examples, random_index_target, random_logits, random_probs
 
@@ -232,3 +232,26 @@ def test_torch_func_transforms_take_the_reference():
         assert_close(per_example[i], grad)
     with pytest.raises(ValueError, match="impl='torch' does not run under torch.func transforms"):
         torch.func.grad(lambda z: encouraging_loss(z, target, impl="torch"))(x)
+
+
+@pytest.mark.parametrize("opts", [{}, {"log_end": 1.0}, {"label_smoothing": 0.1}, {"log_end": 1.0, "bonus_floor": 1e-5},
+                                  {"bonus": "power"}])
+def test_the_unmasked_fast_path_equals_the_masked_one(opts):
+    """Where the range check finds no ignored target the fused path builds no mask; with the checks off (no range
+    read) it masks: both give the same loss and gradient, and an ignore_index inside [0, C) that occurs is masked."""
+    x = random_logits((16, 7), torch.float64, scale=3.0)
+    target = torch.randint(7, (16,), generator=torch.Generator().manual_seed(3))
+    fast = _loss_and_grad("torch", x, target, {}, opts, torch.tensor(1.0, dtype=torch.float64))
+    with disable_checks():
+        masked = _loss_and_grad("torch", x, target, {}, opts, torch.tensor(1.0, dtype=torch.float64))
+    assert_close(fast[0], masked[0], rtol=1e-12, atol=1e-12)
+    assert_close(fast[1], masked[1], rtol=1e-12, atol=1e-12)
+    ignored = target[0].item()  # a real class used as ignore_index: its rows count for nothing
+    loss, grad, _ = _loss_and_grad("torch", x, target, {}, {**opts, "ignore_index": ignored, "reduction": "sum"},
+                                   torch.tensor(1.0, dtype=torch.float64))
+    keep = target != ignored
+    ref, ref_grad, _ = _loss_and_grad("autograd", x[keep], target[keep], {}, {**opts, "reduction": "sum"},
+                                      torch.tensor(1.0, dtype=torch.float64))
+    assert_close(loss, ref, rtol=1e-12, atol=1e-12)
+    assert_close(grad[keep], ref_grad, rtol=1e-12, atol=1e-12)
+    assert (grad[~keep] == 0).all()

@@ -113,7 +113,7 @@ def test_docs_block_pairs_and_errors(db, tmp_path):
     text = doc.read_text()
     assert paired_text(best["EL (LE=0.75)"], best["EL (LE=1)"]) in text and "\u2212 CE |" not in text
     for spec, message in (("records pairs=CE :: Focal", "no loss labelled 'Focal'"),
-                          ("records colour=red", "not key=value with a key of"),
+                          ("records colour=red", "is not key=value with a key of"),
                           ("records recipe=other", "no finished runs in records match")):
         with pytest.raises(ValueError, match=message):
             update_docs([_doc(tmp_path, spec)], tmp_path)
@@ -138,3 +138,32 @@ def test_the_docs_tables_are_the_committed_records():
     """Every generated table in README.md and docs/*.md equals what its records give (`make results` fixes it)."""
     files = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
     assert update_docs(files, REPO, check=True) == []
+
+
+def test_docs_rows_block_pivots_evaluation_rows(db, tmp_path):
+    """rows=attack value=robust_acc by=attack,eps: per (attack, eps) each loss's mean ± std over seeds and the
+    paired difference from CE, from the runs' stored evaluation rows."""
+    store, _ = db
+    acc = {}
+    for run in store.runs(status="finished"):
+        for eps in (0.1, 0.2):
+            bonus = {"CE": 0.0, "EL (LE=0.75)": 0.05, "EL (LE=1)": 0.01 * (run["seed"] + 1) ** 2}[run["loss_label"]]
+            value = 0.5 + 0.1 * eps * run["seed"] + bonus - eps
+            acc.setdefault((eps, run["loss_label"]), {})[run["seed"]] = value
+            store.add_rows(run["run_id"], "attack", [{"attack": "pgd", "eps": eps, "robust_acc": value, "n": 100}])
+    export_records(store, tmp_path / "records")
+    doc = _doc(tmp_path, "records rows=attack value=robust_acc by=attack,eps")
+    update_docs([doc], tmp_path)
+    text = doc.read_text()
+    header = ("| attack | eps | CE (n) | EL (LE=0.75) (n) | EL (LE=1) (n) | EL (LE=0.75) \u2212 CE "
+              "| EL (LE=1) \u2212 CE |")
+    assert header in text
+    line = next(line for line in text.splitlines() if line.startswith("| pgd | 0.2 |"))
+    assert f"{pm(acc[(0.2, 'CE')].values())} (3)" in line
+    assert paired_text(acc[(0.2, "CE")], acc[(0.2, "EL (LE=1)")]) in line
+    assert "attack rows on 100 test examples" in text
+    for spec, message in (("records rows=attack value=robust_acc", "needs value=FIELD and by="),
+                          ("records rows=attack value=auroc by=eps", "have no field 'auroc'"),
+                          ("records rows=ood value=auroc by=eps", "no rows of kind 'ood'")):
+        with pytest.raises(ValueError, match=message):
+            update_docs([_doc(tmp_path, spec)], tmp_path)

@@ -18,42 +18,65 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .records import records_store
-from .report import COLUMNS, DIGITS, MINUS, Group, _fmt_summary, collect
+from .report import COLUMNS, DIGITS, MINUS, Group, LossRow, _fmt_summary, collect, group_rows
 from .stats import compare, summarize
 from .store import RUN_FILTERS, ResultsStore
 
-__all__ = ["render_block", "update_docs"]
+__all__ = ["Block", "render_block", "update_docs"]
 
 BLOCK = re.compile(r"(?P<head><!-- results: (?P<spec>[^\n]*?) -->\n)(?P<body>.*?)(?P<tail><!-- /results -->)",
                    re.S)
 
 
-def _parse(spec: str, where: str) -> tuple[str, dict[str, Any], list[tuple[str, str]] | None]:
-    """``SOURCE [key=value ...] [pairs=BASE :: OTHER; ...]``: the records, run filters and, optionally, the
-    pairs of loss labels to difference (instead of each loss against CE); ``pairs=`` takes the rest of the line."""
-    spec, _, pair_text = spec.partition(" pairs=")
-    source, *items = spec.split()
-    filters: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or key not in RUN_FILTERS:
-            raise ValueError(f"{where}: results block filter {item!r} is not key=value with a key of "
-                             f"{', '.join(RUN_FILTERS)}")
-        values = [int(v) if key == "seed" else v for v in value.split(",")]
-        filters[key] = values if len(values) > 1 else values[0]
-    pairs = None
-    if pair_text:
-        pairs = []
-        for pair in pair_text.split(";"):
-            base, sep, other = pair.partition("::")
-            if not sep or not base.strip() or not other.strip():
-                raise ValueError(f"{where}: results block pair {pair.strip()!r} is not 'BASE :: OTHER'")
-            pairs.append((base.strip(), other.strip()))
-    return source, filters, pairs
+@dataclass
+class Block:
+    """What a results block asks for: ``SOURCE [key=value ...] [pairs=BASE :: OTHER; ...]``.
+
+    ``key`` is a run filter (:data:`~encouraging.results.store.RUN_FILTERS`; a comma gives several values) or
+    ``rows=KIND value=FIELD by=FIELD,...``: instead of the training table, one row per distinct ``by`` value of the
+    runs' stored rows of ``KIND`` (an evaluation such as ``attack``), with ``FIELD``'s mean ± std per loss and the
+    paired differences. ``pairs=`` (the rest of the line) names the loss labels to difference instead of each loss
+    against CE."""
+
+    source: str
+    filters: dict[str, Any] = field(default_factory=dict)
+    pairs: list[tuple[str, str]] | None = None
+    rows: str | None = None
+    value: str | None = None
+    by: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, spec: str, where: str) -> Block:
+        spec, _, pair_text = spec.partition(" pairs=")
+        source, *items = spec.split()
+        block = cls(source)
+        for item in items:
+            key, sep, value = item.partition("=")
+            if sep and key in ("rows", "value"):
+                setattr(block, key, value)
+            elif sep and key == "by":
+                block.by = tuple(value.split(","))
+            elif sep and key in RUN_FILTERS:
+                values = [int(v) if key == "seed" else v for v in value.split(",")]
+                block.filters[key] = values if len(values) > 1 else values[0]
+            else:
+                raise ValueError(f"{where}: results block option {item!r} is not key=value with a key of "
+                                 f"{', '.join(RUN_FILTERS)}, rows, value, by or pairs")
+        if block.rows is not None and (block.value is None or not block.by):
+            raise ValueError(f"{where}: results block rows={block.rows} needs value=FIELD and by=FIELD,...")
+        if pair_text:
+            block.pairs = []
+            for pair in pair_text.split(";"):
+                base, sep, other = pair.partition("::")
+                if not sep or not base.strip() or not other.strip():
+                    raise ValueError(f"{where}: results block pair {pair.strip()!r} is not 'BASE :: OTHER'")
+                block.pairs.append((base.strip(), other.strip()))
+        return block
 
 
 def _distinct_notes(notes: list[str]) -> str:
@@ -76,7 +99,42 @@ def _ranges(values: list[int]) -> str:
     return ", ".join(out)
 
 
-def _group_text(g: Group, source: str, pairs: list[tuple[str, str]] | None) -> str:
+def _compared(g: Group, block: Block) -> list[tuple[str, LossRow, LossRow]]:
+    """(title, base, other) for each difference the block shows: its pairs, else each loss against its CE."""
+    if block.pairs is None:
+        return [(p.title, p.base, p.row) for p in g.pairs]
+    by_label = {row.loss_label: row for row in g.rows}
+    missing = [label for pair in block.pairs for label in pair if label not in by_label]
+    if missing:
+        raise ValueError(f"results block of {block.source}: no loss labelled {missing[0]!r} in {g.title} "
+                         f"(labels: {', '.join(by_label)})")
+    return [(f"{b} {MINUS} {a}", by_label[a], by_label[b]) for a, b in block.pairs]
+
+
+def _facts(g: Group, source: str, extra: list[str] = ()) -> str:
+    """The line under a table: what its numbers rest on."""
+    runs = [r for row in g.rows for r in row.runs]
+    epochs = sorted({len(r["epochs"]) for row in g.rows for r in row.runs if r not in row.diverged})
+    selection = sorted({str(r["final"].get("selection", "last")) for r in runs})
+    facts = [
+        f"{len(runs)} runs from `{source}`",
+        f"seeds {_ranges([r['seed'] for r in runs])}",
+        "epochs " + (f"{epochs[0]}" if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]} (varies by run)"),
+        "selection: " + ", ".join({"val": "on the validation split"}.get(s, s) for s in selection),
+        "test set: " + (_distinct_notes(g.test_notes) or "not recorded"),
+        *extra,
+        "machine: " + "; ".join(sorted({r["hardware"] for r in runs})),
+        "code: " + ", ".join(sorted({(r.get("git_commit") or "unknown")[:7] for r in runs})),
+    ]
+    diverged = [f"{row.loss_label} seed {r['seed']}" for row in g.rows for r in row.diverged]
+    if diverged:
+        facts.append("diverged (counted in n, left out of the numbers): " + ", ".join(diverged))
+    if g.table_notes:
+        facts.append(_distinct_notes(g.table_notes))
+    return "*" + "; ".join(facts) + ".*"
+
+
+def _group_text(g: Group, block: Block) -> str:
     scale = g.metric.scale
     with_paper = any(row.paper is not None for row in g.rows)
     headers = ["loss", "n", *(g.heading(c) for c in g.columns), *g.extra,
@@ -90,15 +148,7 @@ def _group_text(g: Group, source: str, pairs: list[tuple[str, str]] | None) -> s
         lines.append(_row([row.loss_label, row.n_text(),
                            *(_fmt_summary(row.summary(c), scale) for c in g.columns),
                            *(_fmt_summary(summarize(row.extra[x].values()), scale) for x in g.extra), *paper]))
-    if pairs is None:
-        compared = [(p.title, p.base, p.row) for p in g.pairs]
-    else:
-        by_label = {row.loss_label: row for row in g.rows}
-        missing = [label for pair in pairs for label in pair if label not in by_label]
-        if missing:
-            raise ValueError(f"results block of {source}: no loss labelled {missing[0]!r} in {g.title} "
-                             f"(labels: {', '.join(by_label)})")
-        compared = [(f"{b} {MINUS} {a}", by_label[a], by_label[b]) for a, b in pairs]
+    compared = _compared(g, block)
     if compared:
         lines += ["", _row(["difference (95% CI, paired over seeds)", *(COLUMNS[c][1] for c in g.columns),
                             *g.extra]),
@@ -107,34 +157,50 @@ def _group_text(g: Group, source: str, pairs: list[tuple[str, str]] | None) -> s
             cells = [compare(base.values[c], row.values[c]) for c in g.columns]
             cells += [compare(base.extra[x], row.extra[x]) for x in g.extra]
             lines.append(_row([title, *(c.format(scale, DIGITS) for c in cells)]))
-    runs = [r for row in g.rows for r in row.runs]
-    epochs = sorted({len(r["epochs"]) for row in g.rows for r in row.runs if r not in row.diverged})
-    selection = sorted({str(r["final"].get("selection", "last")) for r in runs})
-    facts = [
-        f"{len(runs)} runs from `{source}`",
-        f"seeds {_ranges([r['seed'] for r in runs])}",
-        "epochs " + (f"{epochs[0]}" if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]} (varies by run)"),
-        "selection: " + ", ".join({"val": "on the validation split"}.get(s, s) for s in selection),
-        "test set: " + (_distinct_notes(g.test_notes) or "not recorded"),
-        "machine: " + "; ".join(sorted({r["hardware"] for r in runs})),
-        "code: " + ", ".join(sorted({(r.get("git_commit") or "unknown")[:7] for r in runs})),
-    ]
-    diverged = [f"{row.loss_label} seed {r['seed']}" for row in g.rows for r in row.diverged]
-    if diverged:
-        facts.append("diverged (counted in n, left out of the numbers): " + ", ".join(diverged))
-    if g.table_notes:
-        facts.append(_distinct_notes(g.table_notes))
-    lines += ["", "*" + "; ".join(facts) + ".*"]
-    return "\n".join(lines)
+    return "\n".join([*lines, "", _facts(g, block.source)])
 
 
-def render_block(store: ResultsStore, source: str, filters: dict[str, Any],
-                 pairs: list[tuple[str, str]] | None = None) -> str:
+def _rows_text(store: ResultsStore, g: Group, block: Block) -> str:
+    """The pivot of a ``rows=`` block: per distinct ``by`` value, ``value`` per loss over seeds, and differences."""
+    rows = group_rows(store, g, block.rows)
+    if not rows:
+        raise ValueError(f"results block of {block.source}: no rows of kind {block.rows!r} in {g.title}")
+    missing = [k for k in (block.value, *block.by) if k not in rows[0]]
+    if missing:
+        raise ValueError(f"results block of {block.source}: rows of kind {block.rows!r} have no field "
+                         f"{missing[0]!r} (fields: {', '.join(sorted(rows[0]))})")
+    # key -> loss label -> seed -> value
+    table: dict[tuple, dict[str, dict[int, float]]] = {}
+    for r in rows:
+        table.setdefault(tuple(r[k] for k in block.by), {}).setdefault(r["loss_label"], {})[int(r["seed"])] = \
+            r[block.value]
+    scale = g.metric.scale
+    compared = _compared(g, block)
+    headers = [*block.by, *(f"{row.loss_label} (n)" for row in g.rows), *(title for title, _, _ in compared)]
+    lines = [f"**{g.title}: {block.rows} rows, {block.value} (scaled by {scale:g})**", "", _row(headers),
+             _row(["---"] * len(headers))]
+    for key in sorted(table, key=lambda k: tuple((isinstance(v, str), v) for v in k)):
+        by_loss = table[key]
+        cells = [str(v) if not isinstance(v, float) else f"{v:g}" for v in key]
+        for row in g.rows:
+            values = by_loss.get(row.loss_label, {})
+            cells.append(f"{_fmt_summary(summarize(values.values()), scale)} ({len(values)})" if values else "–")
+        for _, base, other in compared:
+            a, b = by_loss.get(base.loss_label, {}), by_loss.get(other.loss_label, {})
+            cells.append(compare(a, b).format(scale, DIGITS) if a and b else "–")
+        lines.append(_row(cells))
+    counts = sorted({r["n"] for r in rows if "n" in r})
+    extra = [f"{block.rows} rows on {', '.join(map(str, counts))} test examples"] if counts else []
+    return "\n".join([*lines, "", _facts(g, block.source, extra)])
+
+
+def render_block(store: ResultsStore, block: Block) -> str:
     """The generated text of one block: one table (and its differences) per recipe of the matching runs."""
-    groups = [g for g in collect(store, **filters) if g.rows]
+    groups = [g for g in collect(store, **block.filters) if g.rows]
     if not groups:
-        raise ValueError(f"no finished runs in {source} match {filters or 'the block'}")
-    return "\n\n".join(_group_text(g, source, pairs) for g in groups) + "\n"
+        raise ValueError(f"no finished runs in {block.source} match {block.filters or 'the block'}")
+    texts = [_rows_text(store, g, block) if block.rows else _group_text(g, block) for g in groups]
+    return "\n\n".join(texts) + "\n"
 
 
 def update_docs(files: list[str | os.PathLike], root: str | os.PathLike = ".", *, check: bool = False) -> list[str]:
@@ -145,10 +211,10 @@ def update_docs(files: list[str | os.PathLike], root: str | os.PathLike = ".", *
     stale: list[str] = []
 
     def fill(match: re.Match, path: Path) -> str:
-        source, filters, pairs = _parse(match["spec"], str(path))
-        if source not in stores:
-            stores[source] = records_store([root / source])
-        body = render_block(stores[source], source, filters, pairs)
+        block = Block.parse(match["spec"], str(path))
+        if block.source not in stores:
+            stores[block.source] = records_store([root / block.source])
+        body = render_block(stores[block.source], block)
         if body != match["body"]:
             stale.append(f"{path}: results block '{match['spec']}'")
         return match["head"] + body + match["tail"]

@@ -195,3 +195,18 @@ def test_adversarial_config_keeps_old_hashes_and_refuses_bad_settings():
         build_perturbation(_config(attack="cw"), nn.Linear(2, 2), None)
     with pytest.raises(ValueError, match="in-memory image dataset"):
         build_perturbation(_config(attack="fgsm"), nn.Linear(2, 2), object())
+
+
+def test_paper_curves_only_for_the_papers_standard_training():
+    from encouraging.evaluation.attacks import has_paper_curves
+    from encouraging.results import Group, LossRow
+    from encouraging.results.report import Metric
+
+    def group(model, adversarial):
+        run = {"config": {"train": {"adversarial": {"attack": adversarial}}}}
+        row = LossRow("ce", "CE", {}, [run], {}, {}, {})
+        return Group("r", "mnist", model, "image", Metric(), [row])
+
+    assert has_paper_curves(group("torchattacks_cnn", "none"))
+    assert not has_paper_curves(group("torchattacks_cnn", "fgsm"))  # adversarial training: not the paper's figure
+    assert not has_paper_curves(group("mnistnet", "none"))

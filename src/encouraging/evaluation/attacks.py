@@ -190,6 +190,14 @@ def paper_cell(attack: str, norm: str, eps: float) -> str:
     return f"{ce.format()} / {el.format()}" if ce and el else "–"
 
 
+def has_paper_curves(group: Group) -> bool:
+    """Whether the paper's robustness curves apply: the torchattacks-demo CNN on MNIST, trained without attacks
+    (the paper's figure is of standard training; adversarially trained runs have no paper number)."""
+    trained_on_attacks = any(((r.get("config") or {}).get("train") or {}).get("adversarial", {}).get("attack", "none")
+                             != "none" for row in group.rows for r in row.runs)
+    return group.dataset == "mnist" and group.model == "torchattacks_cnn" and not trained_on_attacks
+
+
 def render_attacks(store: ResultsStore, group: Group, doc: Doc, out: Path, slug: str) -> None:
     """Report section: robust accuracy per attack x ε x loss, EL − CE with paired CIs, plots, masking signs."""
     rows = group_rows(store, group, "attack")
@@ -198,7 +206,7 @@ def render_attacks(store: ResultsStore, group: Group, doc: Doc, out: Path, slug:
     doc.h(3, "Adversarial robustness")
     curves = _curves(rows)
     labels = sorted({k[0] for k in curves}, key=lambda lb: (lb != "CE", lb))
-    paper = group.dataset == "mnist" and group.model == "torchattacks_cnn"
+    paper = has_paper_curves(group)
     keys = sorted({(k[1], k[2]) for k in curves})
     headers = ["attack", "norm", "eps", *labels]
     if "CE" in labels:

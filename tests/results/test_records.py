@@ -167,3 +167,16 @@ def test_docs_rows_block_pivots_evaluation_rows(db, tmp_path):
                           ("records rows=ood value=auroc by=eps", "no rows of kind 'ood'")):
         with pytest.raises(ValueError, match=message):
             update_docs([_doc(tmp_path, spec)], tmp_path)
+
+
+def test_docs_block_pairs_across_recipes(tmp_path):
+    """LABEL@RECIPE pairs difference runs of two recipes over their shared seeds (a learning-rate variant)."""
+    store = ResultsStore(tmp_path / "results.db")
+    base = {s: max(add_run(store, "quick", "small_cnn", 0, s)) for s in range(3)}
+    other = {s: max(add_run(store, "quick-lr2x", "small_cnn", 1, s)) for s in range(3)}
+    export_records(store, tmp_path / "records")
+    doc = _doc(tmp_path, "records pairs=CE@quick :: EL (LE=0.75)@quick-lr2x")
+    update_docs([doc], tmp_path)
+    text = doc.read_text()
+    assert "**quick / mnist / small_cnn**" in text and "**quick-lr2x / mnist / small_cnn**" in text
+    assert "| EL (LE=0.75)@quick-lr2x \u2212 CE@quick | " in text and paired_text(base, other) in text

@@ -99,16 +99,35 @@ def _ranges(values: list[int]) -> str:
     return ", ".join(out)
 
 
-def _compared(g: Group, block: Block) -> list[tuple[str, LossRow, LossRow]]:
-    """(title, base, other) for each difference the block shows: its pairs, else each loss against its CE."""
+def _compared(groups: list[Group], block: Block) -> list[tuple[str, LossRow, LossRow]]:
+    """(title, base, other) for each difference the block shows: its pairs, else each loss against its CE. A
+    pair's label may name its recipe, ``LABEL@RECIPE``, to difference runs of two recipes (same seeds)."""
     if block.pairs is None:
-        return [(p.title, p.base, p.row) for p in g.pairs]
-    by_label = {row.loss_label: row for row in g.rows}
-    missing = [label for pair in block.pairs for label in pair if label not in by_label]
+        return [(p.title, p.base, p.row) for g in groups for p in g.pairs]
+    rows = {}
+    for g in groups:
+        for row in g.rows:
+            rows[f"{row.loss_label}@{g.recipe}"] = row
+            if len(groups) == 1:
+                rows[row.loss_label] = row
+    missing = [label for pair in block.pairs for label in pair if label not in rows]
     if missing:
-        raise ValueError(f"results block of {block.source}: no loss labelled {missing[0]!r} in {g.title} "
-                         f"(labels: {', '.join(by_label)})")
-    return [(f"{b} {MINUS} {a}", by_label[a], by_label[b]) for a, b in block.pairs]
+        raise ValueError(f"results block of {block.source}: no loss labelled {missing[0]!r} in "
+                         f"{', '.join(g.title for g in groups)} (labels: {', '.join(rows)})")
+    return [(f"{b} {MINUS} {a}", rows[a], rows[b]) for a, b in block.pairs]
+
+
+def _differences(compared: list[tuple[str, LossRow, LossRow]], columns: list[str], extra: list[str],
+                 scale: float) -> list[str]:
+    if not compared:
+        return []
+    lines = ["", _row(["difference (95% CI, paired over seeds)", *(COLUMNS[c][1] for c in columns), *extra]),
+             _row(["---"] * (1 + len(columns) + len(extra)))]
+    for title, base, row in compared:
+        cells = [compare(base.values[c], row.values[c]) for c in columns]
+        cells += [compare(base.extra[x], row.extra[x]) for x in extra]
+        lines.append(_row([title, *(c.format(scale, DIGITS) for c in cells)]))
+    return lines
 
 
 def _facts(g: Group, source: str, extra: list[str] = ()) -> str:
@@ -134,7 +153,7 @@ def _facts(g: Group, source: str, extra: list[str] = ()) -> str:
     return "*" + "; ".join(facts) + ".*"
 
 
-def _group_text(g: Group, block: Block) -> str:
+def _group_text(g: Group, block: Block, compared: list[tuple[str, LossRow, LossRow]]) -> str:
     scale = g.metric.scale
     with_paper = any(row.paper is not None for row in g.rows)
     headers = ["loss", "n", *(g.heading(c) for c in g.columns), *g.extra,
@@ -148,15 +167,7 @@ def _group_text(g: Group, block: Block) -> str:
         lines.append(_row([row.loss_label, row.n_text(),
                            *(_fmt_summary(row.summary(c), scale) for c in g.columns),
                            *(_fmt_summary(summarize(row.extra[x].values()), scale) for x in g.extra), *paper]))
-    compared = _compared(g, block)
-    if compared:
-        lines += ["", _row(["difference (95% CI, paired over seeds)", *(COLUMNS[c][1] for c in g.columns),
-                            *g.extra]),
-                  _row(["---"] * (1 + len(g.columns) + len(g.extra)))]
-        for title, base, row in compared:
-            cells = [compare(base.values[c], row.values[c]) for c in g.columns]
-            cells += [compare(base.extra[x], row.extra[x]) for x in g.extra]
-            lines.append(_row([title, *(c.format(scale, DIGITS) for c in cells)]))
+    lines += _differences(compared, g.columns, g.extra, scale)
     return "\n".join([*lines, "", _facts(g, block.source)])
 
 
@@ -175,7 +186,7 @@ def _rows_text(store: ResultsStore, g: Group, block: Block) -> str:
         table.setdefault(tuple(r[k] for k in block.by), {}).setdefault(r["loss_label"], {})[int(r["seed"])] = \
             r[block.value]
     scale = g.metric.scale
-    compared = _compared(g, block)
+    compared = _compared([g], block)
     headers = [*block.by, *(f"{row.loss_label} (n)" for row in g.rows), *(title for title, _, _ in compared)]
     lines = [f"**{g.title}: {block.rows} rows, {block.value} (scaled by {scale:g})**", "", _row(headers),
              _row(["---"] * len(headers))]
@@ -195,11 +206,21 @@ def _rows_text(store: ResultsStore, g: Group, block: Block) -> str:
 
 
 def render_block(store: ResultsStore, block: Block) -> str:
-    """The generated text of one block: one table (and its differences) per recipe of the matching runs."""
+    """The generated text of one block: one table per recipe of the matching runs, each with its differences, or,
+    where a pair names recipes (``LABEL@RECIPE``), the tables and then one table of the differences across them."""
     groups = [g for g in collect(store, **block.filters) if g.rows]
     if not groups:
         raise ValueError(f"no finished runs in {block.source} match {block.filters or 'the block'}")
-    texts = [_rows_text(store, g, block) if block.rows else _group_text(g, block) for g in groups]
+    if block.rows:
+        texts = [_rows_text(store, g, block) for g in groups]
+    elif block.pairs and any("@" in label for pair in block.pairs for label in pair):
+        texts = [_group_text(g, block, []) for g in groups]
+        columns = [c for c in COLUMNS if all(c in g.columns for g in groups)]
+        extra = [x for x in groups[0].extra if all(x in g.extra for g in groups)]
+        texts.append("\n".join(_differences(_compared(groups, block), columns, extra, groups[0].metric.scale))
+                     .lstrip("\n"))
+    else:
+        texts = [_group_text(g, block, _compared([g], block)) for g in groups]
     return "\n\n".join(texts) + "\n"
 
 

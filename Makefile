@@ -9,12 +9,12 @@ DEMO_LOSSES ?= ce,ce_ls,poly1,el,el(log_end=1.0),el(log_end=1.0, bonus_floor=1e-
 # The offline datasets beside the checkout are found without a flag (a user's own setting wins).
 export ENCOURAGING_DATA ?= $(if $(wildcard ../shared/data/fashion_mnist),$(abspath ../shared/data))
 
-.PHONY: test test-all demo results bench lint clean
+.PHONY: test test-all demo results bench lint docs clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_PINS)
-	$(PY) -m pip install -q -e '.[dev,experiments,graph,translation]'
+	$(PY) -m pip install -q -e '.[dev,experiments,graph,translation,docs]'
 	touch $@
 
 test: $(VENV)/.installed
@@ -38,6 +38,11 @@ bench: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check src tests benchmarks
+
+# The documentation site (guides, README as home page, API reference from the docstrings) into site/; --strict fails
+# on a broken link, anchor or docstring reference. Browse it with: $(PY) -m mkdocs serve
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis

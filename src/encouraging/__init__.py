@@ -24,7 +24,7 @@ from .losses import (
 )
 from .plugins import load_plugins
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one version source: pyproject.toml reads it (tool.setuptools.dynamic)
 
 __all__ = [
     "BinaryEncouragingLoss",

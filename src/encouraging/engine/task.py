@@ -215,10 +215,12 @@ def register_task(cls: type[Task]) -> type[Task]:
 
 
 def list_tasks(filter: str = "*") -> list[str]:
+    """The registered task names matching the glob ``filter``, sorted."""
     return _TASKS.names(filter)
 
 
 def get_task(name: str) -> type[Task]:
+    """The task class registered as ``name``; an unknown name raises a ``ValueError`` that lists the known ones."""
     return _TASKS.get(name)
 
 

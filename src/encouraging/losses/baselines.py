@@ -154,7 +154,13 @@ class _WeightedLoss(nn.Module):
 
 
 class PolyLoss(_WeightedLoss):
-    """Module form of :func:`poly_loss`."""
+    """Module form of :func:`poly_loss`.
+
+    Example:
+        >>> criterion = PolyLoss(epsilon=1.0)
+        >>> logits = torch.randn(8, 10, requires_grad=True)
+        >>> criterion(logits, torch.randint(10, (8,))).backward()
+    """
 
     def __init__(self, weight: Tensor | None = None, ignore_index: int = -100, reduction: str = "mean",
                  label_smoothing: float = 0.0, *, epsilon: float = 1.0) -> None:
@@ -168,7 +174,13 @@ class PolyLoss(_WeightedLoss):
 
 
 class FocalLoss(_WeightedLoss):
-    """Module form of :func:`focal_loss`."""
+    """Module form of :func:`focal_loss`.
+
+    Example:
+        >>> criterion = FocalLoss(gamma=2.0)
+        >>> logits = torch.randn(8, 10, requires_grad=True)
+        >>> criterion(logits, torch.randint(10, (8,))).backward()
+    """
 
     def __init__(self, weight: Tensor | None = None, ignore_index: int = -100, reduction: str = "mean",
                  label_smoothing: float = 0.0, *, gamma: float = 2.0) -> None:
@@ -181,7 +193,13 @@ class FocalLoss(_WeightedLoss):
 
 
 class HaltedFocalLoss(_WeightedLoss):
-    """Module form of :func:`halted_focal_loss`."""
+    """Module form of :func:`halted_focal_loss`.
+
+    Example:
+        >>> criterion = HaltedFocalLoss(gamma=2.0, halt=0.5)
+        >>> logits = torch.randn(8, 10, requires_grad=True)
+        >>> criterion(logits, torch.randint(10, (8,))).backward()
+    """
 
     def __init__(self, weight: Tensor | None = None, ignore_index: int = -100, reduction: str = "mean",
                  label_smoothing: float = 0.0, *, gamma: float = 2.0, halt: float = 0.5) -> None:

@@ -95,7 +95,13 @@ def binary_encouraging_loss(
 
 
 class BinaryEncouragingLoss(BonusOptions):
-    """Module form of :func:`binary_encouraging_loss`, a drop-in for ``nn.BCEWithLogitsLoss``."""
+    """Module form of :func:`binary_encouraging_loss`, a drop-in for ``nn.BCEWithLogitsLoss``.
+
+    Example:
+        >>> criterion = BinaryEncouragingLoss(log_end=0.75)   # was: nn.BCEWithLogitsLoss()
+        >>> logits = torch.randn(4, 3, requires_grad=True)
+        >>> criterion(logits, torch.randint(2, (4, 3)).float()).backward()
+    """
 
     def __init__(
         self,

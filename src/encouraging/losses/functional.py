@@ -148,6 +148,13 @@ def encouraging_loss_parts(
     """:func:`encouraging_loss` together with its per-element parts (see :class:`LossParts`).
 
     ``_signed_scale=True`` (internal, for Poly-1's negative epsilon) admits a negative ``bonus_scale``.
+
+    Example:
+        >>> logits = torch.randn(8, 10, requires_grad=True)
+        >>> parts = encouraging_loss_parts(logits, torch.randint(10, (8,)), log_end=0.75)
+        >>> parts.ce.shape, bool((parts.bonus <= 0).all())   # per element; the bonus rewards (it is <= 0)
+        (torch.Size([8]), True)
+        >>> parts.loss.backward()
     """
     t = prepare(input, target, weight, ignore_index, reduction, label_smoothing)
     params = bonus_params(bonus, log_end, bonus_scale, gamma, bonus_start, bonus_floor, _signed_scale)

@@ -61,6 +61,9 @@ class _PairCollate:
 
 @register_task
 class GraphTask(ClassificationTask):
+    """Task ``graph``: graph classification with PyTorch Geometric on TU datasets (PROTEINS, NCI1, MUTAG), the
+    paper's SAGPool network or GIN, a seeded random 80/10/10 split per run."""
+
     name = "graph"
     description = "graph classification on PyTorch Geometric (TU datasets; SAGPool, GIN; random 80/10/10 splits)"
     data_config = GraphDataConfig

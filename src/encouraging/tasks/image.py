@@ -58,6 +58,9 @@ def _subset(x: Tensor, y: Tensor, n: int) -> tuple[Tensor, Tensor]:
 
 @register_task
 class ImageTask(ClassificationTask):
+    """Task ``image``: image classification on torchvision datasets, array folders, image folders and list files,
+    with the registry's models and batched augmentation."""
+
     name = "image"
     description = "image classification (torchvision datasets, array folders, image folders)"
     data_config = ImageDataConfig

@@ -77,6 +77,9 @@ def shot_groups(class_counts: tuple[int, ...], many_above: int = 100, few_below:
 
 @register_task
 class LongTailTask(ImageTask):
+    """Task ``longtail``: image classification on a long-tailed training subset, with many / medium / few-shot
+    accuracy, class-balanced sampling, post-hoc logit adjustment and cRT."""
+
     name = "longtail"
     description = "long-tailed image classification (exp / step profiles; many / medium / few-shot accuracy)"
     data_config = LongTailDataConfig

@@ -82,6 +82,9 @@ class _Split:
 
 @register_task
 class TranslationTask(Task):
+    """Task ``translation``: a Transformer trained with the registry's per-token loss, decoded with greedy or beam
+    search and scored with sacreBLEU."""
+
     name = "translation"
     description = "machine translation (Transformer, label-smoothed CE/EL over tokens, beam search, BLEU)"
     data_config = TranslationDataConfig

@@ -177,16 +177,28 @@ def main(argv: list[str] | None = None) -> int:
     args, overrides = parser.parse_known_args(argv)
     if overrides and args.command not in ("train", "compare"):  # only those take --section.key=value overrides
         parser.error(f"unrecognized arguments: {' '.join(overrides)}")
-    errors = _user_errors()
+    from .extras import MissingExtraError
+
+    errors: tuple[type[BaseException], ...] = (MissingExtraError,)
     try:
+        errors += _user_errors()  # imports the engine, which needs the 'experiments' extra
         return _main(args, overrides)
-    except errors as error:
-        if args.debug:
+    except MissingExtraError as error:
+        return _fail(args, error)
+    except Exception as error:
+        if not isinstance(error, errors):
             raise
-        command = " ".join(filter(None, ["encouraging", args.command, getattr(args, "kind", None)]))
-        message = " ".join(str(error).split()) or type(error).__name__
-        print(f"{command}: error: {message}", file=sys.stderr)
-        return 2
+        return _fail(args, error)
+
+
+def _fail(args: argparse.Namespace, error: BaseException) -> int:
+    """A user's mistake: one line on stderr and exit status 2 (``--debug``: the traceback)."""
+    if args.debug:
+        raise error
+    command = " ".join(filter(None, ["encouraging", args.command, getattr(args, "kind", None)]))
+    message = " ".join(str(error).split()) or type(error).__name__
+    print(f"{command}: error: {message}", file=sys.stderr)
+    return 2
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

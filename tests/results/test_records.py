@@ -173,6 +173,7 @@ def test_docs_block_pairs_across_recipes(tmp_path):
     """LABEL@RECIPE pairs difference runs of two recipes over their shared seeds (a learning-rate variant)."""
     store = ResultsStore(tmp_path / "results.db")
     base = {s: max(add_run(store, "quick", "small_cnn", 0, s)) for s in range(3)}
+    add_run(store, "quick", "small_cnn", 2, 0)  # not in a pair: not shown
     other = {s: max(add_run(store, "quick-lr2x", "small_cnn", 1, s)) for s in range(3)}
     export_records(store, tmp_path / "records")
     doc = _doc(tmp_path, "records pairs=CE@quick :: EL (LE=0.75)@quick-lr2x")
@@ -180,3 +181,4 @@ def test_docs_block_pairs_across_recipes(tmp_path):
     text = doc.read_text()
     assert "**quick / mnist / small_cnn**" in text and "**quick-lr2x / mnist / small_cnn**" in text
     assert "| EL (LE=0.75)@quick-lr2x \u2212 CE@quick | " in text and paired_text(base, other) in text
+    assert "| EL (LE=1) |" not in text

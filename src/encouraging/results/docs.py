@@ -153,13 +153,15 @@ def _facts(g: Group, source: str, extra: list[str] = ()) -> str:
     return "*" + "; ".join(facts) + ".*"
 
 
-def _group_text(g: Group, block: Block, compared: list[tuple[str, LossRow, LossRow]]) -> str:
+def _group_text(g: Group, block: Block, compared: list[tuple[str, LossRow, LossRow]],
+                only: list[LossRow] | None = None) -> str:
+    """The table of a group's losses (``only``: these rows) with the differences ``compared``."""
     scale = g.metric.scale
     with_paper = any(row.paper is not None for row in g.rows)
     headers = ["loss", "n", *(g.heading(c) for c in g.columns), *g.extra,
                *(["paper (their recipe)"] if with_paper else [])]
     lines = [f"**{g.title}**", "", _row(headers), _row(["---"] * len(headers))]
-    for row in g.rows:
+    for row in g.rows if only is None else [r for r in g.rows if any(r is o for o in only)]:
         paper = []
         if with_paper:
             paper = ["–" if row.paper is None else
@@ -207,18 +209,21 @@ def _rows_text(store: ResultsStore, g: Group, block: Block) -> str:
 
 def render_block(store: ResultsStore, block: Block) -> str:
     """The generated text of one block: one table per recipe of the matching runs, each with its differences, or,
-    where a pair names recipes (``LABEL@RECIPE``), the tables and then one table of the differences across them."""
+    where a pair names recipes (``LABEL@RECIPE``), the tables of the paired losses only and then one table of the
+    differences across recipes."""
     groups = [g for g in collect(store, **block.filters) if g.rows]
     if not groups:
         raise ValueError(f"no finished runs in {block.source} match {block.filters or 'the block'}")
     if block.rows:
         texts = [_rows_text(store, g, block) for g in groups]
     elif block.pairs and any("@" in label for pair in block.pairs for label in pair):
-        texts = [_group_text(g, block, []) for g in groups]
+        compared = _compared(groups, block)
+        shown = [row for _, base, other in compared for row in (base, other)]
+        groups = [g for g in groups if any(r is s for r in g.rows for s in shown)]
+        texts = [_group_text(g, block, [], only=shown) for g in groups]
         columns = [c for c in COLUMNS if all(c in g.columns for g in groups)]
         extra = [x for x in groups[0].extra if all(x in g.extra for g in groups)]
-        texts.append("\n".join(_differences(_compared(groups, block), columns, extra, groups[0].metric.scale))
-                     .lstrip("\n"))
+        texts.append("\n".join(_differences(compared, columns, extra, groups[0].metric.scale)).lstrip("\n"))
     else:
         texts = [_group_text(g, block, _compared([g], block)) for g in groups]
     return "\n\n".join(texts) + "\n"

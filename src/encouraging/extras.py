@@ -1,8 +1,8 @@
 """The optional extras of ``pip install 'encouraging[...]'`` and the error that names the one to install.
 
 The losses need torch and numpy only. The experiment layers (the engine and everything built on it: tasks,
-evaluation, analyses, the ``encouraging`` command) need the ``experiments`` extra; some tasks and integrations need
-one more (``graph``, ``translation``, ``transformers``).
+evaluation, analyses, the ``encouraging`` command) need the ``experiments`` extra; some tasks, integrations and the
+experiment trackers need one more (``graph``, ``translation``, ``transformers``, ``trackers``).
 
 >>> from encouraging.extras import require
 >>> require("experiments", "the engine")    # raises MissingExtraError when a module of the extra is missing
@@ -18,6 +18,7 @@ EXTRAS = {  # extra -> the import names of its packages, as pyproject.toml decla
     "translation": ("sentencepiece", "sacrebleu"),
     "transformers": ("transformers", "accelerate"),
     "triton": ("triton",),
+    "trackers": ("tensorboard", "wandb"),
 }
 
 

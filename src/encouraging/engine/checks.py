@@ -1,8 +1,9 @@
 """Every problem with a config, found before anything is loaded, claimed or trained.
 
-:func:`config_problems` checks the engine's sections (ranges and names), the loss (its preset, its schedule, and its
-module's own argument checks) and the task's section (:meth:`~encouraging.engine.task.Task.check`); it returns one
-message per problem, each naming the field and the value, so a grid can refuse all of them in one message.
+:func:`config_problems` checks the engine's sections (ranges and names, the trackers and their packages), the loss
+(its preset, its schedule, and its module's own argument checks) and the task's section
+(:meth:`~encouraging.engine.task.Task.check`); it returns one message per problem, each naming the field and the
+value, so a grid can refuse all of them in one message.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from .config import Config
 from .runtime import AMP_MODES
+from .trackers import tracker_problems
 
 # (dotted field, test, what it must be)
 _RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
@@ -81,6 +83,7 @@ def config_problems(cfg: Config) -> list[str]:
         problems.append(f"optim.schedule must be one of {SCHEDULES}, got {cfg.optim.schedule!r}")
     if cfg.optim.schedule == "inverse_sqrt" and cfg.optim.warmup_epochs <= 0:
         problems.append("optim.schedule=inverse_sqrt needs optim.warmup_epochs > 0 (its peak)")
+    problems += tracker_problems(cfg.train.trackers)
     device = cfg.train.device
     if device not in ("auto", "cpu", "mps") and not (device == "cuda" or device.startswith("cuda:")):
         problems.append(f"train.device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")

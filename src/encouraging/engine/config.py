@@ -93,6 +93,7 @@ class TrainConfig:
     select_on: str = ""  # the validation metric selection and patience use: "" (the task's primary) | loss
     average_last: int = 0  # also report the test metric of the mean weights of the last N epochs (0 = off)
     on_diverge: str = "stop"  # a non-finite training loss: stop (the run is stored as diverged) | continue
+    trackers: list = field(default_factory=list)  # mirrors of the per-epoch metrics: tensorboard, wandb (never hashed)
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
 
 
@@ -149,9 +150,10 @@ def _section(value: Any, cls: type, name: str) -> Any:
 
 # --- the recipe hash -----------------------------------------------------------------------------------------------
 
-# Fields that say where or how fast things run, not what is computed, never enter the hash. A task marks its own
-# with ``field(..., metadata={"hash": False})`` (data roots, worker counts, evaluation batch sizes).
-UNHASHED = {"train.seed", "train.device", "train.threads"}
+# Fields that say where or how fast things run, or where the metrics are mirrored, not what is computed, never enter
+# the hash. A task marks its own with ``field(..., metadata={"hash": False})`` (data roots, worker counts, evaluation
+# batch sizes).
+UNHASHED = {"train.seed", "train.device", "train.threads", "train.trackers"}
 
 # The fields of hash version 1: they always enter the hash, so recipes hashed then keep their hashes (and their
 # finished runs stay finished). Every field added since enters only when its value differs from its default, so a

@@ -1,8 +1,9 @@
 """Run one (config, seed), or a grid of losses x seeds, recording everything in the results database.
 
 Each run gets a directory ``<out>/<recipe>/<loss>/seed<k>-<hash>/`` with the resolved ``config.yaml``, the
-per-epoch ``metrics.jsonl``, ``final.json`` and the atomic ``checkpoint.pt``. A (config, seed) that the database
-marks finished is skipped; one that was interrupted resumes from its checkpoint.
+per-epoch ``metrics.jsonl``, ``final.json``, the atomic ``checkpoint.pt`` and the files of the trackers that
+``train.trackers`` names (:mod:`encouraging.engine.trackers`). A (config, seed) that the database marks finished is
+skipped; one that was interrupted resumes from its checkpoint.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from typing import Any
 import torch
 
 from ..engine.checks import config_problems
-from ..engine.config import Config, config_hash, save_config
+from ..engine.config import Config, config_hash, save_config, to_dict
 from ..engine.criteria import build_schedule, canonical, loss_label, parse_loss_spec
 from ..engine.distributed import broadcast_flag, init_world, shutdown
 from ..engine.runtime import seed_everything, select_device, set_threads
 from ..engine.task import build_task, get_task
+from ..engine.trackers import RunInfo, Trackers
 from ..engine.trainer import Trainer
 from ..plugins import load_plugins
 from ..results import ResultsStore
@@ -159,6 +161,7 @@ def _train(cfg: Config, task, prepared, run_dir: Path, store, run_id: str, world
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
         (run_dir / "notes.json").write_text(json.dumps(prepared.notes, indent=2, default=str))
+    trackers = Trackers(cfg.train.trackers if world.main else [])
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         with open(run_dir / "metrics.jsonl", "a") as f:
@@ -166,6 +169,7 @@ def _train(cfg: Config, task, prepared, run_dir: Path, store, run_id: str, world
         if store is not None:
             store.log_epoch(run_id, epoch, metrics)
             store.heartbeat(run_id)
+        trackers.log(epoch, metrics)  # after the database: a tracker's failure never costs the record
 
     trainer = Trainer(task, prepared, task.build_criterion(prepared.stats), schedule=build_schedule(cfg.loss),
                       run_dir=run_dir if world.main else None, on_epoch=on_epoch, quiet=quiet, title=title)
@@ -176,7 +180,13 @@ def _train(cfg: Config, task, prepared, run_dir: Path, store, run_id: str, world
             print(f"resumed {run_dir} at epoch {trainer.start_epoch}")
     elif world.main:
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-    final = trainer.fit()
+    trackers.start(RunInfo(run_id, run_dir, cfg.name, loss_label(cfg.loss), cfg.train.seed, to_dict(cfg),
+                           trainer.start_epoch))
+    final = None
+    try:
+        final = trainer.fit()
+    finally:
+        trackers.finish(final)  # None: the run failed
     if not final:
         raise RuntimeError("no epoch was trained, so there is no result to store")
     if world.main:

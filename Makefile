@@ -14,7 +14,7 @@ export ENCOURAGING_DATA ?= $(if $(wildcard ../shared/data/fashion_mnist),$(abspa
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_PINS)
-	$(PY) -m pip install -q -e '.[dev,experiments,graph,translation,docs,trackers]'
+	$(PY) -m pip install -q -e '.[dev,experiments,graph,translation,docs,trackers,cluster]'
 	touch $@
 
 test: $(VENV)/.installed

@@ -60,3 +60,21 @@ def trained_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     done = grid(cfg, ["ce", "el(log_end=1.0)"], [0], out_dir=out, db=db, quiet=True)
     dirs = {name: run_dir_for(one, out) for name, (one, _) in zip(("CE", "EL"), done, strict=True)}
     return {"db": db, "out": out, "recipe": recipe, **dirs}
+
+
+@pytest.fixture
+def longtail_features(tmp_path):
+    """A 3-class array folder (460 training rows, 90 test rows) and the overrides of a 2-epoch long-tailed MLP."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "feats"
+    data.mkdir()
+    y = np.repeat([0, 1, 2], [300, 100, 60])
+    np.save(data / "x_train.npy", (rng.normal(size=(460, 6)) + y[:, None]).astype(np.float32))
+    np.save(data / "y_train.npy", y)
+    np.save(data / "x_test.npy", (rng.normal(size=(90, 6)) + np.repeat([0, 1, 2], 30)[:, None]).astype(np.float32))
+    np.save(data / "y_test.npy", np.repeat([0, 1, 2], 30))
+    return ["--name=crt", f"--data.dataset={data}", "--data.imbalance_ratio=5", "--data.batch_size=32",
+            "--data.many_above=50", "--data.few_below=20", "--model.name=mlp", "--model.kwargs={hidden: [16]}",
+            "--optim.name=sgd", "--optim.lr=0.1", "--train.epochs=2", "--train.threads=1"]

@@ -2,6 +2,7 @@
 
     encouraging train CONFIG [--section.key=value ...]       one run
     encouraging compare CONFIG [--seeds N] [--losses ...]    every loss x seed of one recipe, then the table
+        [--launcher submitit|ray ...]                        the same, one scheduler job per run
     encouraging report [DB|RECORDS] --out DIR                markdown + PNG report of a database or records
     encouraging export [DB] --out DIR                        one JSON record per finished run (to commit)
     encouraging docs [FILE ...] [--check]                    regenerate the docs' results tables from records
@@ -15,10 +16,17 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
 DEFAULT_OUT = "runs"
+#: each launcher of `compare --launcher` and the options it takes
+LAUNCHER_OPTIONS = {
+    "local": (),
+    "submitit": ("gpus", "cpus", "partition", "nodes", "time", "array_parallelism", "slurm", "submitit_folder"),
+    "ray": ("gpus", "cpus", "ray_address"),
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -67,6 +75,24 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--report", default=None, help="also write the report to this folder")
     compare.add_argument("--analyze", action="store_true", help="also run `analyze` on every finished run "
                          "(into <report or out>/analysis; the report then has an analyses section)")
+    compare.add_argument("--launcher", choices=LAUNCHER_OPTIONS, default="local", help="where the runs train: "
+                         "one after another in this process (local, default), or one job each through submitit "
+                         "(Slurm) or Ray, with --out on storage the jobs share (docs/experiments.md)")
+    jobs = compare.add_argument_group("launcher options (submitit, ray)")
+    jobs.add_argument("--gpus", type=int, default=None, help="GPUs per run (submitit: per node, one DDP process "
+                      "each; ray: 0 or 1)")
+    jobs.add_argument("--cpus", type=int, default=None, help="CPU cores per process (ray: default 1)")
+    jobs.add_argument("--partition", default=None, help="Slurm partition (submitit)")
+    jobs.add_argument("--nodes", type=int, default=None, help="nodes per run (submitit, default 1)")
+    jobs.add_argument("--time", type=int, default=None, help="time limit of each job in minutes (submitit, default "
+                      "60); a job that reaches it is requeued and resumes from its checkpoint")
+    jobs.add_argument("--array-parallelism", type=int, default=None, help="most jobs running at once (submitit on "
+                      "Slurm)")
+    jobs.add_argument("--slurm", action="append", default=None, metavar="KEY=VALUE", help="another option of "
+                      "submitit's Slurm executor, e.g. account=proj, qos=high, constraint=a100 (repeatable)")
+    jobs.add_argument("--submitit-folder", default=None, help="job scripts and logs (default: <out>/submitit)")
+    jobs.add_argument("--ray-address", default=None, help="the Ray cluster to join ('auto': the one this machine "
+                      "belongs to; default: start Ray here)")
 
     analyze = sub.add_parser("analyze", help="margins, energies, gradients, probes and per-class accuracy of "
                              "trained runs")
@@ -267,10 +293,18 @@ def _main(args: argparse.Namespace, overrides: list[str]) -> int:
 
     from .engine.criteria import split_loss_specs
 
-    grid(cfg, split_loss_specs(args.losses), list(range(args.seeds)), out_dir=args.out, db=db, resume=True,
-         quiet=args.quiet)
+    losses, seeds, failed = split_loss_specs(args.losses), list(range(args.seeds)), {}
+    launcher = _launcher(args)
+    if launcher is None:
+        grid(cfg, losses, seeds, out_dir=args.out, db=db, resume=True, quiet=args.quiet)
+    else:
+        from .experiment.launch import launch_grid
+
+        failed = launch_grid(cfg, losses, seeds, launcher, out_dir=args.out, db=db, quiet=args.quiet)
     _upgrade(db)
     _print_table(db, cfg.name)
+    for label, error in failed.items():
+        print(f"failed: {label}: {error}", file=sys.stderr)
     if args.analyze:
         from .analysis import analyze
         from .results import ResultsStore
@@ -282,7 +316,40 @@ def _main(args: argparse.Namespace, overrides: list[str]) -> int:
         from .results import write_report
 
         print(f"report: {write_report(db, args.report)}")
-    return 0
+    if failed:
+        print(f"{len(failed)} run(s) failed; the same command submits them again (they resume from their "
+              "checkpoints)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _launcher(args: argparse.Namespace):
+    """The launcher that ``compare --launcher`` names, its options checked; None for the local grid."""
+    stray = sorted({"--" + name.replace("_", "-") for names in LAUNCHER_OPTIONS.values() for name in names
+                    if getattr(args, name) is not None and name not in LAUNCHER_OPTIONS[args.launcher]})
+    if stray:
+        raise UsageError(f"{', '.join(stray)} do{'es' if len(stray) == 1 else ''} not apply to --launcher "
+                         f"{args.launcher}" + (" (choose submitit or ray)" if args.launcher == "local" else ""))
+    # the options given, by the launcher's parameter names
+    given = {name: getattr(args, name) for name in LAUNCHER_OPTIONS[args.launcher] if getattr(args, name) is not None}
+    for name, least in (("gpus", 0), ("cpus", 1), ("nodes", 1), ("time", 1), ("array_parallelism", 1)):
+        if given.get(name, least) < least:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= {least}, got {given[name]}")
+    if args.launcher == "ray":
+        if given.get("gpus", 0) > 1:
+            raise UsageError(f"--launcher ray runs one process per run, so --gpus must be 0 or 1, got {args.gpus} "
+                             "(a run on several GPUs needs --launcher submitit)")
+        from .experiment.launch import RayLauncher
+
+        return RayLauncher(given.pop("ray_address", None), **given)
+    if args.launcher == "submitit":
+        bad = [item for item in given.get("slurm", []) if not re.fullmatch(r"\w+=.+", item)]
+        if bad:
+            raise UsageError(f"--slurm takes KEY=VALUE (e.g. account=proj), got {bad[0]!r}")
+        from .experiment.launch import SubmititLauncher
+
+        given["slurm"] = dict(item.split("=", 1) for item in given.get("slurm", []))
+        return SubmititLauncher(given.pop("submitit_folder", Path(args.out) / "submitit"), **given)
+    return None
 
 
 def _upgrade(db: str | Path) -> None:

@@ -2,7 +2,8 @@
 
 The losses need torch and numpy only. The experiment layers (the engine and everything built on it: tasks,
 evaluation, analyses, the ``encouraging`` command) need the ``experiments`` extra; some tasks, integrations and the
-experiment trackers need one more (``graph``, ``translation``, ``transformers``, ``trackers``).
+experiment trackers need one more (``graph``, ``translation``, ``transformers``, ``trackers``), and the launchers of
+``compare --launcher submitit|ray`` need ``cluster``.
 
 >>> from encouraging.extras import require
 >>> require("experiments", "the engine")    # raises MissingExtraError when a module of the extra is missing
@@ -19,6 +20,7 @@ EXTRAS = {  # extra -> the import names of its packages, as pyproject.toml decla
     "transformers": ("transformers", "accelerate"),
     "triton": ("triton",),
     "trackers": ("tensorboard", "wandb"),
+    "cluster": ("submitit", "ray"),
 }
 
 

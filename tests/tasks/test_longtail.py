@@ -127,34 +127,16 @@ def test_posthoc_logit_adjustment_predicts_from_adjusted_logits():
     assert task.evaluate(model, batches)["acc"] == 0.5
 
 
-@pytest.fixture
-def features(tmp_path):
-    """A 3-class array folder (460 training rows, 90 test rows) and the overrides of a 2-epoch long-tailed MLP."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    data = tmp_path / "feats"
-    data.mkdir()
-    y = np.repeat([0, 1, 2], [300, 100, 60])
-    np.save(data / "x_train.npy", (rng.normal(size=(460, 6)) + y[:, None]).astype(np.float32))
-    np.save(data / "y_train.npy", y)
-    np.save(data / "x_test.npy", (rng.normal(size=(90, 6)) + np.repeat([0, 1, 2], 30)[:, None]).astype(np.float32))
-    np.save(data / "y_test.npy", np.repeat([0, 1, 2], 30))
-    return ["--name=crt", f"--data.dataset={data}", "--data.imbalance_ratio=5", "--data.batch_size=32",
-            "--data.many_above=50", "--data.few_below=20", "--model.name=mlp", "--model.kwargs={hidden: [16]}",
-            "--optim.name=sgd", "--optim.lr=0.1", "--train.epochs=2", "--train.threads=1"]
-
-
-def test_crt_retrains_only_the_classifier_of_its_stage1_run(tmp_path, features):
+def test_crt_retrains_only_the_classifier_of_its_stage1_run(tmp_path, longtail_features):
     from encouraging.engine.checkpoint import load_checkpoint
     from encouraging.experiment import run, run_dir_for
     from encouraging.experiment.runner import ConfigError
 
-    stage1 = apply_overrides(Config(task="longtail"), features)
+    stage1 = apply_overrides(Config(task="longtail"), longtail_features)
     db = tmp_path / "r.db"
     run(stage1, out_dir=tmp_path / "runs", db=db, quiet=True)
     first = run_dir_for(stage1, tmp_path / "runs")
-    stage2 = apply_overrides(Config(task="longtail"), [*features, f"--model.stage1={first}",
+    stage2 = apply_overrides(Config(task="longtail"), [*longtail_features, f"--model.stage1={first}",
                                                        "--data.sampling=class_balanced"])
     run(stage2, out_dir=tmp_path / "runs", db=db, quiet=True)
     before = load_checkpoint(first / "checkpoint.pt", map_location="cpu")["model"]
@@ -182,11 +164,11 @@ def _recipe(path, overrides):
     return path
 
 
-def test_a_crt_grid_trains_each_losss_stage1_per_seed_first(tmp_path, features):
+def test_a_crt_grid_trains_each_losss_stage1_per_seed_first(tmp_path, longtail_features):
     from encouraging.experiment import load_run, run_dir_for, run_id_for
 
-    first = _recipe(tmp_path / "stage1.yaml", features)
-    stage2 = apply_overrides(Config(task="longtail"), [*features, "--name=crt2", f"--model.stage1={first}",
+    first = _recipe(tmp_path / "stage1.yaml", longtail_features)
+    stage2 = apply_overrides(Config(task="longtail"), [*longtail_features, "--name=crt2", f"--model.stage1={first}",
                                                        "--data.sampling=class_balanced", "--train.epochs=1"])
     db = tmp_path / "r.db"
     done = grid(stage2, ["ce", "el"], [0, 1], out_dir=tmp_path / "runs", db=db, quiet=True)
@@ -205,12 +187,12 @@ def test_a_crt_grid_trains_each_losss_stage1_per_seed_first(tmp_path, features):
     assert all(final is None for _, final in again)  # all 8 finished: nothing trains twice
 
 
-def test_crt_refuses_a_diverged_or_unfinished_stage1_run(tmp_path, features):
+def test_crt_refuses_a_diverged_or_unfinished_stage1_run(tmp_path, longtail_features):
     from encouraging.experiment import run
     from encouraging.experiment.runner import ConfigError, _upstream_dirs
 
-    first = _recipe(tmp_path / "stage1.yaml", [*features, "--optim.lr=1e30", "--optim.momentum=0"])
-    stage2 = apply_overrides(Config(task="longtail"), [*features, "--name=crt2", f"--model.stage1={first}",
+    first = _recipe(tmp_path / "stage1.yaml", [*longtail_features, "--optim.lr=1e30", "--optim.momentum=0"])
+    stage2 = apply_overrides(Config(task="longtail"), [*longtail_features, "--name=crt2", f"--model.stage1={first}",
                                                        "--data.sampling=class_balanced", "--optim.lr=1e30",
                                                        "--optim.momentum=0"])
     with pytest.raises(ConfigError, match="stage1: the run crt / CE / seed 0 diverged"):
@@ -221,11 +203,11 @@ def test_crt_refuses_a_diverged_or_unfinished_stage1_run(tmp_path, features):
         run(apply_overrides(stage2, [f"--model.stage1={tmp_path / 'no.yaml'}"]), out_dir=tmp_path, db=None)
 
 
-def test_per_class_rows_are_the_tasks_own_post_hoc_predictions(tmp_path, features):
+def test_per_class_rows_are_the_tasks_own_post_hoc_predictions(tmp_path, longtail_features):
     from encouraging.analysis import AnalysisConfig, analyze_run
     from encouraging.experiment import load_run, run, run_dir_for
 
-    cfg = apply_overrides(Config(task="longtail"), [*features, "--data.posthoc_tau=1.0"])
+    cfg = apply_overrides(Config(task="longtail"), [*longtail_features, "--data.posthoc_tau=1.0"])
     final = run(cfg, out_dir=tmp_path / "runs", db=None, quiet=True)
     loaded = load_run(run_dir_for(cfg, tmp_path / "runs"), device="cpu")
     rows = analyze_run(loaded, AnalysisConfig(kinds=("per_class",)))["per_class"]

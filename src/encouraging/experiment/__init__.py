@@ -1,6 +1,7 @@
-"""Running experiments: one run or a grid of losses x seeds into a results database (:mod:`.runner`), opening a
-stored run again (:mod:`.loading`), what a run records about where it came from (:mod:`.provenance`), and the
-drivers of after-training evaluations over stored runs (:mod:`.evaluate`)."""
+"""Running experiments: one run or a grid of losses x seeds into a results database (:mod:`.runner`), the same grid
+as scheduler jobs (:mod:`.launch`: submitit or Ray), opening a stored run again (:mod:`.loading`), what a run
+records about where it came from (:mod:`.provenance`), and the drivers of after-training evaluations over stored
+runs (:mod:`.evaluate`)."""
 
 from ..plugins import load_plugins
 from .loading import LoadedRun, load_run

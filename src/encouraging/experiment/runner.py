@@ -57,7 +57,7 @@ def run(cfg: Config, *, out_dir: str | Path = "runs", db: str | Path | None = "r
     return _launch(cfg, out_dir, db, resume, quiet, position)
 
 
-def _upstream(cfg: Config) -> dict[str, Config]:
+def upstream(cfg: Config) -> dict[str, Config]:
     """The canonical configs of the runs ``cfg`` builds on (:meth:`Task.upstream`), by role."""
     return {role: dataclasses.replace(up, loss=canonical(up.loss))
             for role, up in get_task(cfg.task).upstream(cfg).items()}
@@ -71,7 +71,7 @@ def _with_upstream(configs: list[Config]) -> list[Config]:
     ordered: dict[str, Config] = {}
 
     def add(cfg: Config) -> None:
-        ups = list(_upstream(cfg).values())
+        ups = list(upstream(cfg).values())
         check_configs([up for up in ups if run_id_for(up) not in ordered])
         for up in ups:
             add(up)
@@ -85,7 +85,7 @@ def _with_upstream(configs: list[Config]) -> list[Config]:
 def _upstream_dirs(cfg: Config, out_dir: Path, store: ResultsStore | None) -> dict[str, Path]:
     """The run directory of each run ``cfg`` builds on; a ConfigError names one that is unfinished or diverged."""
     dirs = {}
-    for role, up in _upstream(cfg).items():
+    for role, up in upstream(cfg).items():
         where, name = run_dir_for(up, out_dir), f"{up.name} / {loss_label(up.loss)} / seed {up.train.seed}"
         if store is not None:
             done = store.is_finished(config_hash(up), up.train.seed)
@@ -137,7 +137,7 @@ def _run(cfg: Config, device: torch.device, world, out_dir: Path, db, resume: bo
     prepared = task.setup()
     if task.upstream_dirs:  # what it built on, by database id and directory (load_run finds them again)
         prepared.notes["upstream"] = {role: {"run_id": run_id_for(up), "run_dir": str(task.upstream_dirs[role])}
-                                      for role, up in _upstream(cfg).items()}
+                                      for role, up in upstream(cfg).items()}
     say(f"  ready in {time.perf_counter() - start:.1f} s", flush=True)
     if cfg.train.patience > 0 and prepared.val is None:
         raise ConfigError(f"train.patience={cfg.train.patience} needs a validation split; task {cfg.task!r} has "
@@ -206,6 +206,26 @@ def grid(cfg: Config, losses: list[str], seeds: list[int], *, out_dir: str | Pat
     Every loss spec and every config is checked before the first run starts: one :class:`ConfigError` lists all
     problems. Each run's start line says its place in the grid and, after the first, how long the rest should take.
     """
+    configs = grid_configs(cfg, losses, seeds)
+    results, start, ran = [], time.perf_counter(), 0
+    for i, one in enumerate(configs):
+        position = f"run {i + 1}/{len(configs)}"
+        if ran:
+            per_run = (time.perf_counter() - start) / ran
+            position += f" (about {_duration(per_run * (len(configs) - i))} left in the grid)"
+        final = _launch(one, out_dir, db, resume, quiet, position)  # checked above, with the whole grid
+        ran += final is not None
+        if final is None and not ran:  # skipped runs do not count towards the estimate
+            start = time.perf_counter()
+        results.append((one, final))
+    return results
+
+
+def grid_configs(cfg: Config, losses: list[str], seeds: list[int]) -> list[Config]:
+    """The checked configs of every (loss, seed) of a recipe, each placed after the runs it builds on.
+
+    Raises :class:`ConfigError` listing every problem of the loss specs and configs.
+    """
     configs, problems = [], []
     if not seeds:
         problems.append("the grid needs at least one seed (--seeds >= 1)")
@@ -221,19 +241,7 @@ def grid(cfg: Config, losses: list[str], seeds: list[int], *, out_dir: str | Pat
         problems.append("the grid needs at least one loss")
     # the seed is the only field a loss's runs differ in, and nothing checks it: one config per loss is checked
     check_configs(configs[::len(seeds)] if seeds else [], problems)
-    configs = _with_upstream(configs)  # a run's stage 1 first, in the same grid
-    results, start, ran = [], time.perf_counter(), 0
-    for i, one in enumerate(configs):
-        position = f"run {i + 1}/{len(configs)}"
-        if ran:
-            per_run = (time.perf_counter() - start) / ran
-            position += f" (about {_duration(per_run * (len(configs) - i))} left in the grid)"
-        final = _launch(one, out_dir, db, resume, quiet, position)  # checked above, with the whole grid
-        ran += final is not None
-        if final is None and not ran:  # skipped runs do not count towards the estimate
-            start = time.perf_counter()
-        results.append((one, final))
-    return results
+    return _with_upstream(configs)  # a run's stage 1 first, in the same grid
 
 
 def _duration(seconds: float) -> str:

@@ -22,7 +22,8 @@ from typing import Any
 
 from .store import ResultsStore
 
-__all__ = ["RECORD_VERSION", "export_records", "read_record", "record_paths", "records_store", "run_record"]
+__all__ = ["RECORD_VERSION", "export_records", "import_record", "read_record", "record_paths", "records_store",
+           "run_record", "write_record"]
 
 RECORD_VERSION = 1
 #: the run columns a record keeps: the machine-local ones (host, pid, run_dir, heartbeat) mean nothing elsewhere
@@ -72,20 +73,23 @@ def export_records(store: ResultsStore | str | os.PathLike, out_dir: str | os.Pa
     store = store if isinstance(store, ResultsStore) else _existing_store(store)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for run in store.runs(**{**filters, "status": "finished"}):
-        path = out / f"{run['run_id']}.json"
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(_dump(run_record(store, run["run_id"])))
-            os.chmod(tmp, 0o644)  # mkstemp's 0600 is for the half-written file; a record is for everyone to read
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        paths.append(path)
-    return paths
+    return [write_record(run_record(store, run["run_id"]), out / f"{run['run_id']}.json")
+            for run in store.runs(**{**filters, "status": "finished"})]
+
+
+def write_record(record: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``record`` to ``path`` atomically (a killed writer never leaves half a file); return the path."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(_dump(record))
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 is for the half-written file; a record is for everyone to read
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def _existing_store(path: str | os.PathLike) -> ResultsStore:
@@ -139,14 +143,19 @@ def records_store(sources: Iterable[str | os.PathLike], db: str | os.PathLike | 
         db = Path(folder) / "results.db"
     store = ResultsStore(db)
     for path in paths:
-        record = read_record(path)
-        epochs = record["epochs"]
-        names = [k for k in epochs if k != "epoch"]
-        rows = [{"epoch": e, **{k: epochs[k][i] for k in names if epochs[k][i] is not None}}
-                for i, e in enumerate(epochs["epoch"])]
-        store.import_run(record["run"], rows, record["final"], record["rows"])
+        import_record(store, read_record(path))
     store.set_meta("source", ", ".join(str(s) for s in sources) + f" ({len(paths)} records)")
     return store
+
+
+def import_record(store: ResultsStore, record: Mapping[str, Any]) -> None:
+    """Store one record (as :func:`run_record` or :func:`read_record` give it) as a finished run of ``store``,
+    replacing the same run; a ``run_dir`` among its run columns is kept."""
+    epochs = record["epochs"]
+    names = [k for k in epochs if k != "epoch"]
+    rows = [{"epoch": e, **{k: epochs[k][i] for k in names if epochs[k][i] is not None}}
+            for i, e in enumerate(epochs["epoch"])]
+    store.import_run(record["run"], rows, record["final"], record["rows"])
 
 
 def is_records_source(path: str | os.PathLike) -> bool:

@@ -15,6 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_PINS)
 	$(PY) -m pip install -q -e '.[dev,experiments,graph,translation,docs,trackers,cluster]'
+	$(PY) -m pip install -q --no-deps 'torchattacks>=3.5' 'tqdm>=4.56'  # the attacks extra (see pyproject.toml)
 	touch $@
 
 test: $(VENV)/.installed

@@ -193,7 +193,7 @@ def test_wheel_works_in_a_fresh_environment_with_only_torch_and_numpy(tmp_path):
 
     bare = {**os.environ, "PYTHONNOUSERSITE": "1"}
     bare.pop("PYTHONPATH", None)
-    modules = [m for extra in ("experiments", "graph", "translation", "transformers") for m in EXTRAS[extra]]
+    modules = [m for extra in ("experiments", "attacks", "graph", "translation", "transformers") for m in EXTRAS[extra]]
     code = ("import importlib.metadata as m, importlib.util, torch\n"
             "from encouraging import EncouragingLoss, __version__\n"
             "logits = torch.randn(8, 10, requires_grad=True)\n"

@@ -2,7 +2,8 @@
 
 The losses need torch and numpy only. The experiment layers (the engine and everything built on it: tasks,
 evaluation, analyses, the ``encouraging`` command) need the ``experiments`` extra; some tasks, integrations and the
-experiment trackers need one more (``graph``, ``translation``, ``transformers``, ``trackers``), and the launchers of
+experiment trackers need one more (``graph``, ``translation``, ``transformers``, ``trackers``), adversarial attacks
+(``eval attack``, ``train.adversarial``) need ``attacks``, and the launchers of
 ``compare --launcher submitit|ray`` need ``cluster``.
 
 >>> from encouraging.extras import require
@@ -14,7 +15,8 @@ from __future__ import annotations
 import importlib.util
 
 EXTRAS = {  # extra -> the import names of its packages, as pyproject.toml declares them (tests/test_release.py)
-    "experiments": ("yaml", "rich", "torchvision", "matplotlib", "scipy", "torchattacks", "pytorch_ood"),
+    "experiments": ("yaml", "rich", "torchvision", "matplotlib", "scipy", "pytorch_ood"),
+    "attacks": ("torchattacks", "tqdm"),
     "graph": ("torch_geometric", "ogb", "rdkit"),
     "translation": ("sentencepiece", "sacrebleu"),
     "transformers": ("transformers", "accelerate"),

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..extras import require
+
 ATTACKS = ("fgsm", "pgd", "pgd_l2", "cw", "square", "autoattack")
 NORMS = ("linf", "l2")
 TRAIN_ATTACKS = ("none", "fgsm", "pgd", "pgd_l2")
@@ -99,6 +101,7 @@ def _device_of(model: nn.Module) -> torch.device:
 
 def build_attack(spec: AttackSpec, model: nn.Module, *, num_classes: int = 10, seed: int = 0):
     """The torchattacks attack for ``spec`` on ``model`` (which takes ``[0, 1]`` inputs, e.g. a NormalizedModel)."""
+    require("attacks", "adversarial attacks (eval attack, train.adversarial)")
     import torchattacks
 
     norm = "Linf" if spec.norm == "linf" else "L2"

@@ -130,10 +130,11 @@ def _differences(compared: list[tuple[str, LossRow, LossRow]], columns: list[str
     return lines
 
 
-def _facts(g: Group, source: str, extra: list[str] = ()) -> str:
-    """The line under a table: what its numbers rest on."""
-    runs = [r for row in g.rows for r in row.runs]
-    epochs = sorted({len(r["epochs"]) for row in g.rows for r in row.runs if r not in row.diverged})
+def _facts(g: Group, source: str, extra: list[str] = (), rows: list[LossRow] | None = None) -> str:
+    """The line under a table: what the numbers of ``rows`` (default: the group's) rest on."""
+    rows = g.rows if rows is None else rows
+    runs = [r for row in rows for r in row.runs]
+    epochs = sorted({len(r["epochs"]) for row in rows for r in row.runs if r not in row.diverged})
     selection = sorted({str(r["final"].get("selection", "last")) for r in runs})
     facts = [
         f"{len(runs)} runs from `{source}`",
@@ -145,7 +146,7 @@ def _facts(g: Group, source: str, extra: list[str] = ()) -> str:
         "machine: " + "; ".join(sorted({r["hardware"] for r in runs})),
         "code: " + ", ".join(sorted({(r.get("git_commit") or "unknown")[:7] for r in runs})),
     ]
-    diverged = [f"{row.loss_label} seed {r['seed']}" for row in g.rows for r in row.diverged]
+    diverged = [f"{row.loss_label} seed {r['seed']}" for row in rows for r in row.diverged]
     if diverged:
         facts.append("diverged (counted in n, left out of the numbers): " + ", ".join(diverged))
     if g.table_notes:
@@ -161,7 +162,8 @@ def _group_text(g: Group, block: Block, compared: list[tuple[str, LossRow, LossR
     headers = ["loss", "n", *(g.heading(c) for c in g.columns), *g.extra,
                *(["paper (their recipe)"] if with_paper else [])]
     lines = [f"**{g.title}**", "", _row(headers), _row(["---"] * len(headers))]
-    for row in g.rows if only is None else [r for r in g.rows if any(r is o for o in only)]:
+    shown = g.rows if only is None else [r for r in g.rows if any(r is o for o in only)]
+    for row in shown:
         paper = []
         if with_paper:
             paper = ["–" if row.paper is None else
@@ -170,7 +172,7 @@ def _group_text(g: Group, block: Block, compared: list[tuple[str, LossRow, LossR
                            *(_fmt_summary(row.summary(c), scale) for c in g.columns),
                            *(_fmt_summary(summarize(row.extra[x].values()), scale) for x in g.extra), *paper]))
     lines += _differences(compared, g.columns, g.extra, scale)
-    return "\n".join([*lines, "", _facts(g, block.source)])
+    return "\n".join([*lines, "", _facts(g, block.source, rows=shown)])
 
 
 def _rows_text(store: ResultsStore, g: Group, block: Block) -> str:

@@ -64,45 +64,48 @@ def _block(lines: list[str], start: int, base: int) -> int:
     return end
 
 
-def _math_blocks(lines: list[str]) -> list[str]:
+def _rewrite_blocks(lines: list[str], match, render) -> list[str]:
+    """``lines`` with each line that ``match(line)`` matches (group 1: its indentation), and the indented block
+    below it, replaced by ``render(match, block, out)`` (``out``: the lines written so far)."""
     out: list[str] = []
     i = 0
     while i < len(lines):
-        match = DIRECTIVE.match(lines[i])
-        if not match:
+        found = match(lines[i])
+        if not found:
             out.append(lines[i])
             i += 1
             continue
-        pad, inline = match.group(1), match.group(2).strip()
-        end = _block(lines, i + 1, len(pad))
-        body = [line.strip() for line in lines[i + 1:end] if line.strip()]
-        if out and out[-1].strip():
-            out.append("")
-        out += [f"{pad}$$", *(f"{pad}{line}" for line in ([inline] if inline else []) + body), f"{pad}$$"]
+        end = _block(lines, i + 1, len(found.group(1)))
+        out += render(found, lines[i + 1:end], out)
         i = end
     return out
+
+
+def _math(match: re.Match, block: list[str], out: list[str]) -> list[str]:
+    """``.. math::`` (with its inline formula, if any) as a ``$$`` block, set off from a preceding line."""
+    pad, inline = match.group(1), match.group(2).strip()
+    body = ([inline] if inline else []) + [line.strip() for line in block if line.strip()]
+    return [""] * bool(out and out[-1].strip()) + [f"{pad}$$", *(f"{pad}{line}" for line in body), f"{pad}$$"]
+
+
+def _literal(match: re.Match, block: list[str], out: list[str]) -> list[str]:
+    """``text::`` and its indented block as ``text:`` and a fenced block."""
+    pad, text = match.group(1), match.group(2)
+    code = block
+    while code and not code[0].strip():
+        code = code[1:]
+    depth = min((_indent(line) for line in code if line.strip()), default=0)
+    head = [f"{pad}{text}:", ""] if text else []
+    return head + [f"{pad}```text", *(f"{pad}{line[depth:]}" if line.strip() else "" for line in code), f"{pad}```"]
+
+
+def _math_blocks(lines: list[str]) -> list[str]:
+    return _rewrite_blocks(lines, DIRECTIVE.match, _math)
 
 
 def _literal_blocks(lines: list[str]) -> list[str]:
-    out: list[str] = []
-    i = 0
-    while i < len(lines):
-        match = LITERAL.match(lines[i])
-        if not match or lines[i].lstrip().startswith(".."):
-            out.append(lines[i])
-            i += 1
-            continue
-        pad, text = match.group(1), match.group(2)
-        end = _block(lines, i + 1, len(pad))
-        code = lines[i + 1:end]
-        while code and not code[0].strip():
-            code = code[1:]
-        if text:
-            out += [f"{pad}{text}:", ""]
-        depth = min((_indent(line) for line in code if line.strip()), default=0)
-        out += [f"{pad}```text", *(f"{pad}{line[depth:]}" if line.strip() else "" for line in code), f"{pad}```"]
-        i = end
-    return out
+    return _rewrite_blocks(lines, lambda line: None if line.lstrip().startswith("..") else LITERAL.match(line),
+                           _literal)
 
 
 def _doctests(lines: list[str]) -> list[str]:

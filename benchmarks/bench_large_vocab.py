@@ -17,7 +17,8 @@ requiring grad (float32 on CPU; bf16 on CUDA by default, ``--dtype``).
 
 Ops: ``ce``; ``paper_el`` (the paper's formula on materialized logits); ``el`` (our ``encouraging_loss`` on
 materialized logits); ``linear_el`` (our chunked path, PyTorch), ``linear_el_ls0.1`` (with label smoothing 0.1);
-``linear_el_triton`` (chunked with the Triton kernel, CUDA); and where installed ``torch_linear_ce``
+``linear_el_triton`` (chunked with the Triton kernel, CUDA), ``linear_el_triton_lc`` (the same at Liger's chunk
+size); and where installed ``torch_linear_ce``
 (``F.linear_cross_entropy``), ``liger_flce`` (Liger-Kernel's fused linear cross entropy), ``cce``
 (cut-cross-entropy). Unavailable ones are left out of the table.
 
@@ -94,6 +95,16 @@ def linear_el_triton(h, w, t):
     return linear_encouraging_loss(h, w, t, log_end=0.75, impl="triton")
 
 
+def linear_el_triton_liger_chunk(h, w, t):
+    # Liger's fused linear cross entropy picks next_pow2(ceil(N / ceil(V / H))) tokens per chunk; the same chunk
+    # here compares the two at equal memory (our default chunk is up to twice that).
+    from encouraging import linear_encouraging_loss
+
+    n, (v, d) = h.shape[0], w.shape
+    chunk = 1 << (-(-n // -(-v // d)) - 1).bit_length()
+    return linear_encouraging_loss(h, w, t, log_end=0.75, impl="triton", chunk_size=chunk)
+
+
 def torch_linear_ce(h, w, t):
     import torch.nn.functional as F
 
@@ -130,6 +141,7 @@ PROVIDERS = {
     "linear_el": (linear_el, ("cpu", "cuda"), lambda: True),
     "linear_el_ls0.1": (linear_el_ls, ("cpu", "cuda"), lambda: True),
     "linear_el_triton": (linear_el_triton, ("cuda",), lambda: _has("triton")),
+    "linear_el_triton_lc": (linear_el_triton_liger_chunk, ("cuda",), lambda: _has("triton")),
     "torch_linear_ce": (torch_linear_ce, ("cpu", "cuda"), _has_torch_linear_ce),
     "liger_flce": (liger_flce, ("cuda",), lambda: _has("liger_kernel")),
     "cce": (cce, ("cuda",), lambda: _has("cut_cross_entropy")),

@@ -12,7 +12,8 @@ rows run ``impl='auto'`` (the fused path on the CPU, Triton on CUDA); the ``_aut
   gradient included. On CPU torch keeps no allocator statistics, so every (shape, op) gets a fresh process that
   runs the op on 8 rows (lazy initialization), creates the inputs, reads ``ru_maxrss``, runs one forward+backward
   and reads it again: glibc serves large tensors with mmap and unmaps them on free, so RSS follows the
-  allocations. On CUDA it is ``max_memory_allocated`` minus the memory allocated before the call.
+  allocations. On CUDA it is ``max_memory_allocated`` minus the memory allocated before the call, read in the
+  timing process before the timed rounds.
 * ``vs_CE`` / ``mem_vs_CE``: median time and peak memory relative to the op's baseline measured in the same run:
   ``F.cross_entropy``, or ``F.cross_entropy(label_smoothing=0.1)`` for the label-smoothed EL row.
 
@@ -28,6 +29,7 @@ import argparse
 import csv
 import datetime
 import gc
+import importlib.util
 import json
 import os
 import platform
@@ -106,6 +108,21 @@ def focal(x, t):
     return focal_loss(x, t, gamma=2.0)
 
 
+def liger_ce(x, t):
+    # Liger-Kernel's cross-entropy writes the gradient into the logits' storage during forward: later calls in the
+    # run read those values as logits. Every kernel timed here costs the same whatever the values (no
+    # data-dependent branch on CUDA), so the timings hold.
+    from liger_kernel.transformers.functional import liger_cross_entropy
+
+    return liger_cross_entropy(x, t)
+
+
+def liger_ce_ls(x, t):
+    from liger_kernel.transformers.functional import liger_cross_entropy
+
+    return liger_cross_entropy(x, t, label_smoothing=SMOOTHING)
+
+
 def paper_el(x, t):
     from tests.losses.reference import paper_encouraging_loss
 
@@ -124,7 +141,10 @@ PROVIDERS = {
     "poly1": (poly1, "ce"),
     "focal": (focal, "ce"),
     "paper_el": (paper_el, "ce"),
+    "liger_ce": (liger_ce, "ce"),
+    "liger_ce_ls0.1": (liger_ce_ls, "ce_ls0.1"),
 }
+LIGER = ("liger_ce", "liger_ce_ls0.1")  # default ops on CUDA when liger-kernel is installed (Triton: CUDA only)
 
 
 def get_provider(name: str):
@@ -178,22 +198,28 @@ def _prepare(ops: list[str], n: int, c: int, device: str, threads: int | None):
     return torch, fns, x, torch.randint(c, (n,), device=device, generator=gen)
 
 
+def _cuda_peak(torch, fn, x, t) -> float:
+    """Extra CUDA memory (MiB) of one forward+backward: the allocator's peak minus what was allocated before."""
+    x.grad = None
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn(x, t).backward()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+    x.grad = None
+    return peak / MIB
+
+
 def peak_memory(op: str, n: int, c: int, device: str, threads: int | None) -> dict:
-    """Extra memory of one forward+backward beyond its inputs; run in a fresh process per (shape, op)."""
+    """Extra CPU memory of one forward+backward beyond its inputs, in a fresh process per (shape, op): an RSS
+    high-water mark only rises (on CUDA ``timings`` reads the allocator's peak, which resets)."""
     try:
         torch, fns, x, t = _prepare([op], n, c, device, threads)
         gc.collect()
-        if device == "cpu":
-            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-            fns[op](x, t).backward()
-            peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
-        else:
-            torch.cuda.synchronize()
-            base = torch.cuda.memory_allocated()
-            torch.cuda.reset_peak_memory_stats()
-            fns[op](x, t).backward()
-            torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated() - base
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+        fns[op](x, t).backward()
+        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
     except Exception as err:
         if not _is_oom(err):
             raise
@@ -203,11 +229,19 @@ def peak_memory(op: str, n: int, c: int, device: str, threads: int | None) -> di
 
 def timings(ops: list[str], n: int, c: int, device: str, threads: int | None, reps: int, warmup: int) -> dict:
     """Wall times of forward+backward, the ops taken in turn within each repetition (round robin), so that a
-    change in the machine's load during the run hits every op alike; the first ``warmup`` rounds are dropped."""
+    change in the machine's load during the run hits every op alike; the first ``warmup`` rounds are dropped.
+    On CUDA each op's peak memory is read first, in this process."""
     torch, fns, x, t = _prepare(ops, n, c, device, threads)
     sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
     times: dict[str, list[float]] = {op: [] for op in ops}
-    failed = {}
+    failed, peaks = {}, {}
+    for op in ops if device != "cpu" else []:
+        try:
+            peaks[op] = _cuda_peak(torch, fns[op], x, t)
+        except Exception as err:
+            if not _is_oom(err):
+                raise
+            failed[op] = {"status": "OOM/skipped"}
     for i in range(warmup + reps):
         for op in [op for op in ops if op not in failed]:
             x.grad = None
@@ -228,6 +262,8 @@ def timings(ops: list[str], n: int, c: int, device: str, threads: int | None, re
         if op not in failed:
             p20, _, _, p80 = statistics.quantiles(times[op], n=5, method="inclusive")
             out[op] = {"status": "ok", "median_ms": statistics.median(times[op]), "p20_ms": p20, "p80_ms": p80}
+            if op in peaks:
+                out[op]["peak_MB"] = peaks[op]
     return out
 
 
@@ -307,7 +343,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", type=_shapes, default=_shapes(DEFAULT_SHAPES), help=f"NxC,... ({DEFAULT_SHAPES})")
     parser.add_argument("--large", action="store_true", help="also run 8192x128256 (needs ~20 GB, slow on CPU)")
-    parser.add_argument("--ops", default=",".join(PROVIDERS), help="comma-separated; ce and baselines added")
+    parser.add_argument("--ops", default=None, help="comma-separated; ce and baselines added (default: every op; "
+                        "the liger ones on CUDA where liger-kernel is installed)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions (default: from the shape)")
@@ -323,6 +360,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(json.dumps(children[task["kind"]](**task["kwargs"])))
         return []
 
+    if args.ops is None:
+        liger = args.device != "cpu" and importlib.util.find_spec("liger_kernel") is not None
+        args.ops = ",".join(name for name in PROVIDERS if liger or name not in LIGER)
     wanted = [name for name in args.ops.split(",") if name]
     for name in wanted:
         get_provider(name)
@@ -339,7 +379,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows, started = [], time.perf_counter()
     common = {"device": args.device, "threads": args.threads}
     for n, c in shapes:
-        memory = {op: _child("peak_memory", op=op, n=n, c=c, **common) for op in ops}
+        cpu = args.device == "cpu"
+        memory = {op: _child("peak_memory", op=op, n=n, c=c, **common) if cpu else {"status": "ok"} for op in ops}
         fits = [op for op in ops if memory[op]["status"] == "ok"]
         timed = _child("timings", ops=fits, n=n, c=c, reps=args.reps or reps_for(n, c), warmup=args.warmup,
                        **common) if fits else {}
@@ -347,7 +388,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for op in ops:
             result = timed.get(op, memory[op])
             row = shape_rows[op] = {"op": op, "N": n, "C": c, "dtype": "fp32", **result,
-                                    "peak_MB": memory[op].get("peak_MB")}
+                                    "peak_MB": result.get("peak_MB", memory[op].get("peak_MB"))}
             base = shape_rows.get(PROVIDERS[op][1], {})
             ok = row["status"] == "ok" and base.get("status") == "ok"
             row["vs_CE"] = row["median_ms"] / base["median_ms"] if ok else None

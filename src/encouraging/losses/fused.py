@@ -20,8 +20,9 @@ linear layer's output.
 :func:`fused_encouraging_loss` wraps them for materialized logits: one ``torch.library`` custom op (so
 ``torch.compile(fullgraph=True)`` sees one opaque node) inside one autograd Function. It holds one ``(N, C)``
 buffer from forward to backward (the gradient), as ``F.cross_entropy`` holds its log-probabilities. Backward
-returns the gradient times the upstream one, a new buffer; when the upstream gradient is exactly 1 on the CPU
-(``loss.backward()`` of a mean or sum) it returns the saved gradient itself, which autograd then hands to the
+returns the gradient times the upstream one, a new buffer; when the upstream gradient is exactly 1
+(``loss.backward()`` of a mean or sum; read on the CPU always, on a GPU for gradients of 2^24 elements and more,
+where skipping a pass over them costs more than waiting for the GPU) it returns the saved gradient itself, which autograd then hands to the
 logits without a copy (after ``retain_graph=True`` autograd copies it; only ``torch.autograd.grad`` with
 ``retain_graph=True`` returns the saved tensor itself, which must not be modified in place before the next
 backward). It is first-order: ``create_graph=True`` through it raises (``impl='autograd'`` has second
@@ -411,10 +412,25 @@ def _(logits, target, class_weight, bonus_weight, token_grad, *args):
     return loss, torch.empty_like(logits) if token_grad is not None else logits.new_empty(0)
 
 
+# Reading a CUDA scalar waits for the GPU (Liger-Kernel's cross-entropy does it on every call); skipping the
+# multiplication saves a read and a write of the gradient, so it pays from about 2^24 elements (64 MB in float32:
+# ~45 us of H100 memory traffic) up; below, the multiplication is cheaper than the wait.
+_SYNC_WORTH = 1 << 24
+
+
+def _worth_reading(grad_out: Tensor, grad: Tensor) -> bool:
+    """Whether backward reads the upstream gradient's value to skip the multiplication by 1: always on the CPU
+    (no wait), on an accelerator for large gradients, never while compiling (no data-dependent branch)."""
+    if torch.compiler.is_compiling():
+        return False
+    return grad_out.device.type == "cpu" or grad.numel() >= _SYNC_WORTH
+
+
 class _FusedEncouragingLoss(torch.autograd.Function):
     """Forward returns the per-element losses (``per_element``) or their sum scaled by ``token_grad`` and saves
     the gradient of that; backward returns it times the upstream gradient (a new tensor, so the saved one stays
-    valid for ``retain_graph``: one ``(N, C)`` buffer held and one made, as ``F.cross_entropy``'s backward)."""
+    valid for ``retain_graph``: one ``(N, C)`` buffer held and one made, as ``F.cross_entropy``'s backward), or
+    the saved gradient itself when the upstream gradient of a reduced loss is exactly 1 (:func:`_worth_reading`)."""
 
     @staticmethod
     def forward(ctx, logits, target, class_weight, bonus_weight, token_grad, per_element, opts, use_triton):
@@ -430,7 +446,9 @@ class _FusedEncouragingLoss(torch.autograd.Function):
         if needs:
             ctx.save_for_backward(grad)
         ctx.per_element = per_element
-        return loss if per_element else loss.sum().mul_(_as(token_grad, loss.dtype))
+        # out of place: torch 2.11's Dynamo drops the gradient of a Function whose forward output is modified in
+        # place (all-zero gradients under torch.compile; fixed in later releases)
+        return loss if per_element else loss.sum() * _as(token_grad, loss.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -438,8 +456,7 @@ class _FusedEncouragingLoss(torch.autograd.Function):
             raise RuntimeError("the fused encouraging loss is first-order: for second derivatives "
                                "(create_graph=True) compute it with impl='autograd'")
         (grad,) = ctx.saved_tensors
-        if (not ctx.per_element and grad_out.device.type == "cpu" and not torch.compiler.is_compiling()
-                and float(grad_out) == 1.0):
+        if not ctx.per_element and _worth_reading(grad_out, grad) and float(grad_out) == 1.0:
             # loss.backward() of the loss itself: the saved gradient is the answer. Autograd releases the saved
             # tensor before passing this on, so the leaf takes it without a copy (with retain_graph it copies).
             return grad, None, None, None, None, None, None, None

@@ -130,11 +130,14 @@ def _differences(compared: list[tuple[str, LossRow, LossRow]], columns: list[str
     return lines
 
 
-def _facts(g: Group, source: str, extra: list[str] = (), rows: list[LossRow] | None = None) -> str:
-    """The line under a table: what the numbers of ``rows`` (default: the group's) rest on."""
+def _facts(g: Group, source: str, extra: list[str] = (), rows: list[LossRow] | None = None,
+           run_ids: set[str] | None = None) -> str:
+    """The line under a table: what the numbers of ``rows`` (default: the group's) rest on; ``run_ids``: only
+    these of their runs (those with the evaluation rows a table shows)."""
     rows = g.rows if rows is None else rows
-    runs = [r for row in rows for r in row.runs]
-    epochs = sorted({len(r["epochs"]) for row in rows for r in row.runs if r not in row.diverged})
+    shown = [(row, r) for row in rows for r in row.runs if run_ids is None or r["run_id"] in run_ids]
+    runs = [r for _, r in shown]
+    epochs = sorted({len(r["epochs"]) for row, r in shown if r not in row.diverged})
     selection = sorted({str(r["final"].get("selection", "last")) for r in runs})
     facts = [
         f"{len(runs)} runs from `{source}`",
@@ -146,7 +149,7 @@ def _facts(g: Group, source: str, extra: list[str] = (), rows: list[LossRow] | N
         "machine: " + "; ".join(sorted({r["hardware"] for r in runs})),
         "code: " + ", ".join(sorted({(r.get("git_commit") or "unknown")[:7] for r in runs})),
     ]
-    diverged = [f"{row.loss_label} seed {r['seed']}" for row in rows for r in row.diverged]
+    diverged = [f"{row.loss_label} seed {r['seed']}" for row, r in shown if r in row.diverged]
     if diverged:
         facts.append("diverged (counted in n, left out of the numbers): " + ", ".join(diverged))
     if g.table_notes:
@@ -206,7 +209,7 @@ def _rows_text(store: ResultsStore, g: Group, block: Block) -> str:
         lines.append(_row(cells))
     counts = sorted({r["n"] for r in rows if "n" in r})
     extra = [f"{block.rows} rows on {', '.join(map(str, counts))} test examples"] if counts else []
-    return "\n".join([*lines, "", _facts(g, block.source, extra)])
+    return "\n".join([*lines, "", _facts(g, block.source, extra, run_ids={r["run_id"] for r in rows})])
 
 
 def render_block(store: ResultsStore, block: Block) -> str:

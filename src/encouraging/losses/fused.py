@@ -22,11 +22,11 @@ linear layer's output.
 buffer from forward to backward (the gradient), as ``F.cross_entropy`` holds its log-probabilities. Backward
 returns the gradient times the upstream one, a new buffer; when the upstream gradient is exactly 1
 (``loss.backward()`` of a mean or sum; read on the CPU always, on a GPU for gradients of 2^24 elements and more,
-where skipping a pass over them costs more than waiting for the GPU) it returns the saved gradient itself, which autograd then hands to the
-logits without a copy (after ``retain_graph=True`` autograd copies it; only ``torch.autograd.grad`` with
-``retain_graph=True`` returns the saved tensor itself, which must not be modified in place before the next
-backward). It is first-order: ``create_graph=True`` through it raises (``impl='autograd'`` has second
-derivatives).
+where skipping a pass over them costs more than waiting for the GPU) it returns the saved gradient itself, which
+autograd then hands to the logits without a copy (after ``retain_graph=True`` autograd copies it; only
+``torch.autograd.grad`` with ``retain_graph=True`` returns the saved tensor itself, which must not be modified in
+place before the next backward). It is first-order: ``create_graph=True`` through it raises
+(``impl='autograd'`` has second derivatives).
 """
 
 from __future__ import annotations

@@ -173,6 +173,24 @@ def test_backward_twice_with_retain_graph_and_second_derivatives():
         torch.autograd.grad(encouraging_loss(x, target, impl="torch"), x, create_graph=True)
 
 
+def test_backward_reads_the_upstream_gradient_only_where_it_pays():
+    """On the CPU backward reads the upstream gradient (no wait) and hands the saved gradient over when it is 1;
+    elsewhere only for gradients of 2^24 elements and more, where the skipped pass costs more than the wait."""
+    from encouraging.losses.fused import _SYNC_WORTH, _worth_reading
+
+    one = torch.ones(())
+    assert _worth_reading(one, torch.empty(4, 3))
+    assert not _worth_reading(one.to("meta"), torch.empty(4, 3, device="meta"))
+    assert _worth_reading(one.to("meta"), torch.empty(_SYNC_WORTH, device="meta"))
+    x = random_logits((6, 4), torch.float32).requires_grad_()
+    target = torch.randint(4, (6,))
+    encouraging_loss(x, target, impl="torch").backward()
+    first = x.grad
+    x.grad = None
+    (2.0 * encouraging_loss(x, target, impl="torch")).backward()  # an upstream 2: multiplied, not handed over
+    assert_close(x.grad, 2.0 * first)
+
+
 def _peak_buffers(fn, n=128, c=2048) -> float:
     """Peak CPU memory of one forward + backward beyond its inputs, in (N, C) float32 buffers, from the
     profiler's allocation records (each allocation at its op's start, each free at its op's end)."""

@@ -420,10 +420,14 @@ _SYNC_WORTH = 1 << 24
 
 def _worth_reading(grad_out: Tensor, grad: Tensor) -> bool:
     """Whether backward reads the upstream gradient's value to skip the multiplication by 1: always on the CPU
-    (no wait), on an accelerator for large gradients, never while compiling (no data-dependent branch)."""
+    (no wait), on an accelerator for large gradients, never while compiling (no data-dependent branch) or while a
+    CUDA graph is being captured (no host read allowed)."""
     if torch.compiler.is_compiling():
         return False
-    return grad_out.device.type == "cpu" or grad.numel() >= _SYNC_WORTH
+    if grad_out.device.type == "cpu":
+        return True
+    capturing = grad_out.device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    return grad.numel() >= _SYNC_WORTH and not capturing
 
 
 class _FusedEncouragingLoss(torch.autograd.Function):

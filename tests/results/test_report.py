@@ -218,9 +218,10 @@ ENGINE_LOSS_DEFAULTS = {
 }  # fmt: skip
 
 
-def add_engine_run(store, loss, label, seed, acc, **loss_fields):
+def add_engine_run(store, loss, label, seed, acc, train=None, **loss_fields):
     config = {
         "name": "paper-mnist-mnistnet",
+        **({"train": train} if train else {}),
         "data": {"dataset": "mnist", "batch_size": 256},
         "model": {"name": "mnistnet", "kwargs": {}},
         "loss": {"name": loss, **ENGINE_LOSS_DEFAULTS, **loss_fields},
@@ -232,6 +233,18 @@ def add_engine_run(store, loss, label, seed, acc, **loss_fields):
     assert store.claim(rec)
     store.log_epoch(rec.run_id, 0, {"test_acc": acc})
     store.finish(rec.run_id, {"best_test_acc": acc, "final_test_acc": acc, "best_epoch": 0})
+
+
+def test_adversarially_trained_runs_get_no_paper_number(tmp_path):
+    """The paper's numbers are for standard training: a run on attacked batches is not set beside them."""
+    store = ResultsStore(tmp_path / "results.db")
+    adversarial = {"adversarial": {"attack": "fgsm", "eps": 0.3}}
+    for seed in range(2):
+        add_engine_run(store, "ce", "CE", seed, 0.97, train=adversarial)
+        add_engine_run(store, "el", "EL (LE=1)", seed, 0.97, train={"adversarial": {"attack": "none"}}, log_end=1.0)
+    (table,) = group_tables(store)
+    rows = {r["loss_label"]: r for r in table_rows(store)}
+    assert rows["CE"]["paper"] is None and rows["EL (LE=1)"]["paper"] == "99.56 ± 0.05"
 
 
 def test_engine_shaped_runs_from_before_the_loss_registry_are_upgraded_once(tmp_path):

@@ -327,6 +327,12 @@ def collect(store_or_path: ResultsStore | str | os.PathLike, **filters: Any) -> 
     return [_group(key, by_group.get(key, []), pending.get(key, [])) for key in sorted(set(by_group) | set(pending))]
 
 
+def _adversarially_trained(runs: list[dict]) -> bool:
+    """Whether the runs trained on attacked batches (``train.adversarial.attack`` other than ``none``)."""
+    return any(((r.get("config") or {}).get("train") or {}).get("adversarial", {}).get("attack", "none") != "none"
+               for r in runs)
+
+
 def _group(key: tuple[str, str, str], group_runs: list[dict], pending: list[dict]) -> Group:
     notes = []
     metrics = {Metric.of(r) for r in group_runs} or {Metric()}
@@ -353,8 +359,9 @@ def _group(key: tuple[str, str, str], group_runs: list[dict], pending: list[dict
     g = Group(key[0], key[1], key[2], task, metric, rows, unfinished=pending, notes=notes)
     if metric.paper:
         for row in rows:
-            row.paper = paper_number(g.dataset, g.model, row.loss, row.log_end, label_smoothing=row.label_smoothing,
-                                     metric=metric.paper)
+            if not _adversarially_trained(row.runs):  # the paper's numbers are for standard training
+                row.paper = paper_number(g.dataset, g.model, row.loss, row.log_end,
+                                         label_smoothing=row.label_smoothing, metric=metric.paper)
     if rows and not any(r.is_ce for r in rows):
         notes.append("no CE run in this group: no comparison with CE")
     for row in rows:

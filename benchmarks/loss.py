@@ -378,8 +378,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(_line(COLUMNS))
     rows, started = [], time.perf_counter()
     common = {"device": args.device, "threads": args.threads}
+    cpu = args.device == "cpu"  # CUDA peaks are read in the timing process
     for n, c in shapes:
-        cpu = args.device == "cpu"
         memory = {op: _child("peak_memory", op=op, n=n, c=c, **common) if cpu else {"status": "ok"} for op in ops}
         fits = [op for op in ops if memory[op]["status"] == "ok"]
         timed = _child("timings", ops=fits, n=n, c=c, reps=args.reps or reps_for(n, c), warmup=args.warmup,

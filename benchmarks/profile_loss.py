@@ -20,10 +20,8 @@ import loss as loss_bench  # benchmarks/loss.py: the providers and the shape par
 
 
 def profile_op(op: str, n: int, c: int, device: str, reps: int, warmup: int, rows: int) -> None:
-    fn = loss_bench.get_provider(op)[0]
-    gen = torch.Generator(device).manual_seed(0)
-    x = torch.randn(n, c, device=device, generator=gen, requires_grad=True)
-    t = torch.randint(c, (n,), device=device, generator=gen)
+    _, fns, x, t = loss_bench._prepare([op], n, c, device, None)  # the inputs loss.py times, seeded alike
+    fn = fns[op]
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     for _ in range(warmup):
         fn(x, t).backward()

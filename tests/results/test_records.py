@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 
 import pytest
 
 from encouraging.cli import main
-from encouraging.results import ResultsStore, export_records, read_record, records_store, write_report
+from encouraging.results import (
+    Measure,
+    Measures,
+    ResultsStore,
+    export_records,
+    read_record,
+    records_store,
+    register_measures,
+    write_report,
+)
+from encouraging.results import measures as measures_module
 from encouraging.results.docs import update_docs
 
 from .test_report import add_run, paired_text, pm
@@ -182,3 +193,43 @@ def test_docs_block_pairs_across_recipes(tmp_path):
     assert "**quick / mnist / small_cnn**" in text and "**quick-lr2x / mnist / small_cnn**" in text
     assert "| EL (LE=0.75)@quick-lr2x \u2212 CE@quick | " in text and paired_text(base, other) in text
     assert "| EL (LE=1) |" not in text
+
+
+def test_docs_measures_block_prints_numbers_derived_from_rows(db, tmp_path, monkeypatch):
+    """measures=NAME: a registered Measures turns each run's rows into named numbers; the block prints their
+    mean ± std per loss, the paired differences from CE and the ratio of the means, computed here independently."""
+    store, _ = db
+    value = {}
+    for run in store.runs(status="finished"):
+        bonus = {"CE": 0.0, "EL (LE=0.75)": 0.05, "EL (LE=1)": 0.01 * (run["seed"] + 1) ** 2}[run["loss_label"]]
+        value.setdefault(run["loss_label"], {})[run["seed"]] = -(0.5 + 0.1 * run["seed"] + bonus)
+        # two rows per run: the measure is their mean
+        store.add_rows(run["run_id"], "probe_rows", [{"score": 2 * value[run["loss_label"]][run["seed"]]},
+                                                     {"score": 0.0}])
+
+    def compute(rows):
+        scores = [r["score"] for r in rows["probe_rows"]]
+        return {"score": sum(scores) / len(scores)}
+
+    monkeypatch.setattr(measures_module, "_MEASURES", {})
+    register_measures("toy", Measures(("probe_rows",), compute, (Measure("score", "score (%)", 100.0),),
+                                      ratios=("score",)))
+    register_measures("absent", Measures(("no_such_kind",), compute, (Measure("score", "score"),)))
+    export_records(store, tmp_path / "records")
+    doc = _doc(tmp_path, "records measures=toy")
+    update_docs([doc], tmp_path)
+    text = doc.read_text()
+    assert "| metric | CE (n = 3) | EL (LE=0.75) (n = 3) | EL (LE=1) (n = 3) |" in text
+    line = next(line for line in text.splitlines() if line.startswith("| score (%) | "))
+    assert pm(value["CE"].values()) in line and pm(value["EL (LE=1)"].values()) in line
+    diff = next(line for line in text.splitlines() if line.startswith("| score (%) | ") and "[" in line)
+    assert paired_text(value["CE"], value["EL (LE=1)"]).split(",")[0] in diff
+    ratios = [statistics.mean(value[label].values()) / statistics.mean(value["CE"].values())
+              for label in ("EL (LE=0.75)", "EL (LE=1)")]
+    assert f"| score (%): ratio of the means | {ratios[0]:.2f}x | {ratios[1]:.2f}x |" in text
+    assert "9 runs from `records`" in text
+    for spec, message in (("records measures=nothing", "measures must be one of"),
+                          ("records measures=toy rows=attack value=x by=y", "rows= or measures=, not both"),
+                          ("records measures=absent", "has rows of no_such_kind")):
+        with pytest.raises(ValueError, match=message):
+            update_docs([_doc(tmp_path, spec)], tmp_path)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..results import Doc, ResultsStore, group_rows, register_section
-from ..results.stats import compare, mean_std_text, summarize
+from ..results.measures import Measure, Measures, difference_table, register_measures, summary_table
 from ..results.style import is_plain_ce, loss_styles, new_figure
 from .shapes import loss_shape_rows
 
@@ -18,21 +18,21 @@ KINDS = ("margins", "energy", "gradient", "probe", "per_class")
 PER_CLASS_BINS = 12  # beyond this many classes the per-class figure averages classes of similar frequency
 P_SHOWN = 1e-7  # the gradient figure's logit axis shows p_y in [P_SHOWN, 1 - P_SHOWN]
 
-# (metric, label, scale, digits): what the tables show, each a number per run
+# what the tables show, each a number per run (:func:`run_metrics`)
 METRICS = (
-    ("margin_median_test", "test margin f_y - max f_k, median", 1.0, 2),
-    ("frac_negative_test", "test margins < 0 (%)", 100.0, 2),
-    ("margin_median_train", "train margin, median", 1.0, 2),
-    ("true_energy_test", "true-class energy E(y|x), test mean", 1.0, 2),
-    ("other_energy_test", "other-class energy E(k|x), k != y, test mean", 1.0, 2),
-    ("target_grad_well_train", "|dL/df_y| for p_y > 0.9 (train)", 1.0, 3),
-    ("param_grad_norm_well_train", "per-example grad norm for p_y > 0.9 (train)", 1.0, 3),
-    ("param_grad_norm_all_train", "per-example grad norm, all (train)", 1.0, 3),
-    ("share_well_train", "share of the target-logit push from p_y > 0.9 (train, %)", 100.0, 1),
-    ("probe_linear", "linear probe test acc (%)", 100.0, 2),
-    ("probe_knn", "k-NN test acc (%)", 100.0, 2),
-    ("model_acc", "the model's own test acc (%)", 100.0, 2),
-    ("worst_class_acc", "worst class's test acc (%)", 100.0, 2),
+    Measure("margin_median_test", "test margin f_y - max f_k, median"),
+    Measure("frac_negative_test", "test margins < 0 (%)", 100.0),
+    Measure("margin_median_train", "train margin, median"),
+    Measure("true_energy_test", "true-class energy E(y|x), test mean"),
+    Measure("other_energy_test", "other-class energy E(k|x), k != y, test mean"),
+    Measure("target_grad_well_train", "|dL/df_y| for p_y > 0.9 (train)", digits=3),
+    Measure("param_grad_norm_well_train", "per-example grad norm for p_y > 0.9 (train)", digits=3),
+    Measure("param_grad_norm_all_train", "per-example grad norm, all (train)", digits=3),
+    Measure("share_well_train", "share of the target-logit push from p_y > 0.9 (train, %)", 100.0, 1),
+    Measure("probe_linear", "linear probe test acc (%)", 100.0),
+    Measure("probe_knn", "k-NN test acc (%)", 100.0),
+    Measure("model_acc", "the model's own test acc (%)", 100.0),
+    Measure("worst_class_acc", "worst class's test acc (%)", 100.0),
 )
 
 
@@ -64,6 +64,9 @@ def run_metrics(rows: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
     return {k: v for k, v in out.items() if v is not None and not (isinstance(v, float) and math.isnan(v))}
 
 
+ANALYSES = register_measures("analyses", Measures(KINDS, run_metrics, METRICS, ratios=("true_energy_test",)))
+
+
 def _group(collected: dict[str, list[dict]]) -> dict[str, dict[int, dict[str, list[dict]]]]:
     """``loss_label -> seed -> kind -> rows``, losses in first-seen order with CE first."""
     by: dict[str, dict[int, dict[str, list[dict]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
@@ -86,34 +89,13 @@ def render_analyses(collected: dict[str, list[dict[str, Any]]], doc: Doc, out: P
     doc.p("Mean ± sample std over seeds (n = " + ", ".join(f"{lb}: {len(metrics[lb])}" for lb in labels) + "). "
           "Margins and energies are in logit units; gradients are per example, for each run's own training loss; "
           "the probes retrain a linear classifier / vote with k-NN on the frozen penultimate features.")
-    table = []
-    for key, name, scale, digits in METRICS:
-        cells = [mean_std_text([m[key] for m in metrics[lb].values() if key in m], scale, digits) for lb in labels]
-        if any(c != "–" for c in cells):
-            table.append([name, *cells])
-    doc.table(["metric", *labels], table, ["l"] + ["r"] * len(labels))
+    doc.table(*summary_table(metrics, ANALYSES), ["l"] + ["r"] * len(labels))
 
     base = next((lb for lb in labels if is_plain_ce(lb)), None)
     if base is not None and len(labels) > 1:
         doc.h(level, "Differences from CE")
-        others = [lb for lb in labels if lb != base]
-        table = []
-        for key, name, scale, digits in METRICS:
-            cells = []
-            for lb in others:
-                a = {s: m[key] for s, m in metrics[base].items() if key in m}
-                b = {s: m[key] for s, m in metrics[lb].items() if key in m}
-                cells.append(compare(a, b).format(scale, digits) if a and b else "–")
-            if any(c != "–" for c in cells):
-                table.append([name, *cells])
-        ratio = []
-        for lb in others:
-            ce = summarize([m.get("true_energy_test") for m in metrics[base].values()]).mean
-            el = summarize([m.get("true_energy_test") for m in metrics[lb].values()]).mean
-            ratio.append(f"{el / ce:.2f}x" if ce is not None and el is not None and ce < 0 else "–")
-        if any(r != "–" for r in ratio):
-            table.append(["true-class energy, ratio to CE (mean over seeds)", *ratio])
-        doc.table(["metric", *(f"{lb} − CE" for lb in others)], table, ["l"] + ["r"] * len(others))
+        pairs = [(base, lb) for lb in labels if lb != base]
+        doc.table(*difference_table(metrics, ANALYSES, pairs, with_p=True), ["l"] + ["r"] * len(pairs))
         doc.p("Each cell: mean difference over seeds [95% t-interval], two-sided paired t-test p, number of pairs.")
 
     styles = loss_styles(labels)

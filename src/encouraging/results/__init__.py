@@ -6,6 +6,7 @@ paper's numbers, and reports.
 >>> write_report(store, "runs/report", html=True)     # doctest: +SKIP
 """
 
+from .measures import Measure, Measures, register_measures
 from .paper import PAPER_NUMBERS, PaperNumber, list_paper_numbers, model_family, paper_number
 from .records import export_records, read_record, records_store
 from .report import (
@@ -31,6 +32,8 @@ __all__ = [
     "Doc",
     "Group",
     "LossRow",
+    "Measure",
+    "Measures",
     "PaperNumber",
     "ResultsStore",
     "ReportSection",
@@ -49,6 +52,7 @@ __all__ = [
     "paper_number",
     "read_record",
     "records_store",
+    "register_measures",
     "register_section",
     "summarize",
     "table_rows",

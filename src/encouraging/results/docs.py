@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .measures import difference_table, measure_values, registered_measures, summary_table
 from .records import records_store
 from .report import COLUMNS, DIGITS, MINUS, Group, LossRow, _fmt_summary, collect, group_rows
 from .stats import compare, summarize
@@ -40,8 +41,9 @@ class Block:
     ``key`` is a run filter (:data:`~encouraging.results.store.RUN_FILTERS`; a comma gives several values) or
     ``rows=KIND value=FIELD by=FIELD,...``: instead of the training table, one row per distinct ``by`` value of the
     runs' stored rows of ``KIND`` (an evaluation such as ``attack``), with ``FIELD``'s mean ± std per loss and the
-    paired differences. ``pairs=`` (the rest of the line) names the loss labels to difference instead of each loss
-    against CE."""
+    paired differences; or ``measures=NAME``: the numbers a registered :class:`~.measures.Measures` derives from
+    each run's rows (e.g. ``analyses``), one line each, then their differences. ``pairs=`` (the rest of the line)
+    names the loss labels to difference instead of each loss against CE."""
 
     source: str
     filters: dict[str, Any] = field(default_factory=dict)
@@ -49,6 +51,7 @@ class Block:
     rows: str | None = None
     value: str | None = None
     by: tuple[str, ...] = ()
+    measures: str | None = None
 
     @classmethod
     def parse(cls, spec: str, where: str) -> Block:
@@ -57,7 +60,7 @@ class Block:
         block = cls(source)
         for item in items:
             key, sep, value = item.partition("=")
-            if sep and key in ("rows", "value"):
+            if sep and key in ("rows", "value", "measures"):
                 setattr(block, key, value)
             elif sep and key == "by":
                 block.by = tuple(value.split(","))
@@ -66,9 +69,11 @@ class Block:
                 block.filters[key] = values if len(values) > 1 else values[0]
             else:
                 raise ValueError(f"{where}: results block option {item!r} is not key=value with a key of "
-                                 f"{', '.join(RUN_FILTERS)}, rows, value, by or pairs")
+                                 f"{', '.join(RUN_FILTERS)}, rows, value, by, measures or pairs")
         if block.rows is not None and (block.value is None or not block.by):
             raise ValueError(f"{where}: results block rows={block.rows} needs value=FIELD and by=FIELD,...")
+        if block.rows is not None and block.measures is not None:
+            raise ValueError(f"{where}: a results block takes rows= or measures=, not both")
         if pair_text:
             block.pairs = []
             for pair in pair_text.split(";"):
@@ -212,6 +217,24 @@ def _rows_text(store: ResultsStore, g: Group, block: Block) -> str:
     return "\n".join([*lines, "", _facts(g, block.source, extra, run_ids={r["run_id"] for r in rows})])
 
 
+def _measures_text(store: ResultsStore, g: Group, block: Block) -> str:
+    """The tables of a ``measures=`` block: each measure per loss over seeds, then the differences."""
+    spec = registered_measures(block.measures)
+    values, run_ids = measure_values(store, g.rows, spec)
+    values = {label: seeds for label, seeds in values.items() if seeds}
+    if not values:
+        raise ValueError(f"results block of {block.source}: no finite run of {g.title} has rows of "
+                         f"{', '.join(spec.kinds)}")
+    shown = [row for row in g.rows if any(r["run_id"] in run_ids for r in row.runs)]
+    pairs = [(base.loss_label, other.loss_label) for _, base, other in _compared([g], block)
+             if base.loss_label in values and other.loss_label in values]
+    lines = [f"**{g.title}: {block.measures}**", ""]
+    for headers, body in (summary_table(values, spec), difference_table(values, spec, pairs)):
+        if body:
+            lines += [_row(headers), _row(["---"] * len(headers)), *map(_row, body), ""]
+    return "\n".join([*lines, _facts(g, block.source, rows=shown, run_ids=run_ids)])
+
+
 def render_block(store: ResultsStore, block: Block) -> str:
     """The generated text of one block: one table per recipe of the matching runs, each with its differences, or,
     where a pair names recipes (``LABEL@RECIPE``), the tables of the paired losses only and then one table of the
@@ -221,6 +244,8 @@ def render_block(store: ResultsStore, block: Block) -> str:
         raise ValueError(f"no finished runs in {block.source} match {block.filters or 'the block'}")
     if block.rows:
         texts = [_rows_text(store, g, block) for g in groups]
+    elif block.measures:
+        texts = [_measures_text(store, g, block) for g in groups]
     elif block.pairs and any("@" in label for pair in block.pairs for label in pair):
         compared = _compared(groups, block)
         shown = [row for _, base, other in compared for row in (base, other)]

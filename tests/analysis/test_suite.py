@@ -80,6 +80,20 @@ def test_analyze_records_a_run_missing_from_the_database(trained_runs, tmp_path)
     (run,) = ResultsStore(db).runs()
     assert run["status"] == "finished" and run["loss_label"] == "CE"
     assert len(ResultsStore(db).rows("margins")) == 2 + 2 * 60
+    # copied from the grid database that trained it, as trained: its commit, machine, epochs and final metrics
+    grid, rid = ResultsStore(trained_runs["db"]), run["run_id"]
+    for key in ("git_commit", "hardware", "config_hash", "created_at", "finished_at"):
+        assert run[key] == grid.run(rid)[key]
+    assert ResultsStore(db).epochs(rid) == grid.epochs(rid) and len(grid.epochs(rid)) >= 1
+    assert ResultsStore(db).final(rid) == grid.final(rid)
+    # a bare run folder (no grid database): its epochs from metrics.jsonl, and no commit it cannot know
+    bare = tmp_path / "moved" / "run"
+    shutil.copytree(trained_runs["EL"], bare)
+    analyze([bare], tmp_path / "out2", db=db, config=AnalysisConfig(kinds=("margins",)), quiet=True)
+    el = ResultsStore(db).runs(loss_label="EL (LE=1)")[0]
+    assert el["git_commit"] is None and el["hardware"] == "not recorded" and el["status"] == "finished"
+    assert [e["epoch"] for e in ResultsStore(db).epochs(el["run_id"])] == \
+        [e["epoch"] for e in grid.epochs(el["run_id"])]
 
 
 def test_cli_analyze_a_database(trained_runs, tmp_path, capsys):

@@ -212,7 +212,7 @@ def test_docs_measures_block_prints_numbers_derived_from_rows(db, tmp_path, monk
         return {"score": sum(scores) / len(scores)}
 
     monkeypatch.setattr(measures_module, "_MEASURES", {})
-    register_measures("toy", Measures(("probe_rows",), compute, (Measure("score", "score (%)", 100.0),),
+    register_measures("toy", Measures(("probe_rows",), compute, (Measure("score", "score |s| (%)", 100.0),),
                                       ratios=("score",)))
     register_measures("absent", Measures(("no_such_kind",), compute, (Measure("score", "score"),)))
     export_records(store, tmp_path / "records")
@@ -220,13 +220,13 @@ def test_docs_measures_block_prints_numbers_derived_from_rows(db, tmp_path, monk
     update_docs([doc], tmp_path)
     text = doc.read_text()
     assert "| metric | CE (n = 3) | EL (LE=0.75) (n = 3) | EL (LE=1) (n = 3) |" in text
-    line = next(line for line in text.splitlines() if line.startswith("| score (%) | "))
+    line = next(line for line in text.splitlines() if line.startswith("| score \\|s\\| (%) | "))
     assert pm(value["CE"].values()) in line and pm(value["EL (LE=1)"].values()) in line
-    diff = next(line for line in text.splitlines() if line.startswith("| score (%) | ") and "[" in line)
+    diff = next(line for line in text.splitlines() if line.startswith("| score \\|s\\| (%) | ") and "[" in line)
     assert paired_text(value["CE"], value["EL (LE=1)"]).split(",")[0] in diff
     ratios = [statistics.mean(value[label].values()) / statistics.mean(value["CE"].values())
               for label in ("EL (LE=0.75)", "EL (LE=1)")]
-    assert f"| score (%): ratio of the means | {ratios[0]:.2f}x | {ratios[1]:.2f}x |" in text
+    assert f"| score \\|s\\| (%): ratio of the means | {ratios[0]:.2f}x | {ratios[1]:.2f}x |" in text
     assert "9 runs from `records`" in text
     for spec, message in (("records measures=nothing", "measures must be one of"),
                           ("records measures=toy rows=attack value=x by=y", "rows= or measures=, not both"),

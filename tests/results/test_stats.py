@@ -8,7 +8,17 @@ import math
 import pytest
 from scipy import stats as scipy_stats
 
-from encouraging.results.stats import compare, format_p, format_signed, paired, summarize, t_ppf, t_sf, welch
+from encouraging.results.stats import (
+    compare,
+    format_p,
+    format_signed,
+    mean_std_text,
+    paired,
+    summarize,
+    t_ppf,
+    t_sf,
+    welch,
+)
 
 # two-sided 95% critical values of Student's t, as printed in any t table (to 10+ digits)
 T975 = {1: 12.706204736174698, 2: 4.302652729749464, 3: 3.182446305284263, 4: 2.7764451051977987,
@@ -148,6 +158,9 @@ def test_formatting():
     assert format_signed(0.12) == "+0.12"
     assert format_signed(-0.05) == "\u22120.05"
     assert format_signed(-0.0001) == "+0.00"
+    # a diverging model's margins (1.9e8) in fixed notation would be eleven digits of noise
+    assert format_signed(-193984285.3) == "\u22121.94e+08" and format_signed(999999.0) == "+999999.00"
+    assert mean_std_text([1.5e8, 2.5e8]) == "2.00e+08 ± 7.07e+07" and mean_std_text([0.5, 1.5]) == "1.00 ± 0.71"
     assert format_p(0.1449) == "p = 0.14"
     assert format_p(0.0031) == "p = 0.0031"
     assert format_p(3e-7) == "p < 0.0001"

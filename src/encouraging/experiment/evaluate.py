@@ -8,6 +8,7 @@ recorded first. The output folder gets the rows as JSON and the figures, with ev
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Iterable
@@ -22,7 +23,7 @@ from ..evaluation.ood import DETECTORS, evaluate_ood, plot_histograms, save_ood
 from ..evaluation.ood_metrics import POSITIVES
 from ..results import ResultsStore
 from .loading import LoadedRun, load_run
-from .provenance import hardware, run_record
+from .provenance import run_record
 
 
 def resolve_runs(items: Iterable[str | os.PathLike], recipe: str | None = None) -> tuple[list[str], str | None]:
@@ -62,19 +63,37 @@ def check_evaluation(runs: list[str], kind: str) -> None:
                              f"{', '.join(able)} only")
 
 
+def _grid_database(run: LoadedRun) -> Path | None:
+    """The results database of the grid that trained ``run`` (``OUT/results.db`` for ``OUT/recipe/label/seed``)."""
+    guess = run.run_dir.parents[2] / "results.db" if len(run.run_dir.parents) > 2 else None
+    return guess if guess is not None and guess.is_file() else None
+
+
 def store_for(run: LoadedRun, db: str | os.PathLike | None) -> ResultsStore | None:
-    """``db``, else the run's grid database when it exists; a run the database lacks is recorded as finished."""
+    """``db``, else the run's grid database when it exists. A run ``db`` lacks is copied from its grid database
+    (its record as trained: commit, hardware, every epoch); a run without one is recorded from its folder, with its
+    epochs from ``metrics.jsonl`` and no commit (the folder does not say which code trained it)."""
+    own = _grid_database(run)
     if db is None:
-        guess = run.run_dir.parents[2] / "results.db" if len(run.run_dir.parents) > 2 else None
-        if guess is None or not guess.is_file():
+        if own is None:
             return None
-        db = guess
+        db = own
     store = ResultsStore(db)
-    if not store.runs(run_id=run.run_id):
-        final_file = run.run_dir / "final.json"
+    if store.runs(run_id=run.run_id):
+        return store
+    source = ResultsStore(own) if own is not None and Path(own).resolve() != Path(db).resolve() else None
+    if source is not None and source.runs(run_id=run.run_id, status="finished"):
+        rid = run.run_id
+        store.import_run(source.run(rid), source.epochs(rid), source.final(rid), {})
+        return store
+    final_file, metrics_file = run.run_dir / "final.json", run.run_dir / "metrics.jsonl"
+    record = dataclasses.replace(run_record(run.cfg, run.notes, run.run_dir, "not recorded"), git_commit=None)
+    if store.claim(record):
+        lines = metrics_file.read_text().splitlines() if metrics_file.is_file() else []
+        for epoch in (json.loads(line) for line in lines if line.strip()):
+            store.log_epoch(run.run_id, int(epoch.pop("epoch")), epoch)
         final = json.loads(final_file.read_text()) if final_file.is_file() else {}
-        if store.claim(run_record(run.cfg, run.notes, run.run_dir, hardware(run.device))):
-            store.finish(run.run_id, final or {"epochs_trained": run.epochs_trained})
+        store.finish(run.run_id, final or {"epochs_trained": run.epochs_trained})
     return store
 
 

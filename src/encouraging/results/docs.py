@@ -90,7 +90,7 @@ def _distinct_notes(notes: list[str]) -> str:
 
 
 def _row(cells: list[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
 
 def _ranges(values: list[int]) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .report import LossRow, is_diverged
-from .stats import compare, mean_std_text, summarize
+from .stats import compare, format_number, mean_std_text, summarize
 from .store import ResultsStore
 
 __all__ = ["Measure", "Measures", "difference_table", "measure_values", "register_measures", "registered_measures",
@@ -111,7 +111,7 @@ def difference_table(values: Values, spec: Measures, pairs: list[tuple[str, str]
         for a, b in pairs:
             base = summarize([v.get(key) for v in values[a].values()]).mean
             other = summarize([v.get(key) for v in values[b].values()]).mean
-            cells.append(f"{other / base:.2f}x" if base and other is not None else "\u2013")
+            cells.append(f"{format_number(other / base)}x" if base and other is not None else "\u2013")
         if any(c != "\u2013" for c in cells):
             lines.append([f"{labels.get(key, key)}: ratio of the means", *cells])
     return headers, lines

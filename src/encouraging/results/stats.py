@@ -69,9 +69,17 @@ def t_ppf(q: float, df: float) -> float:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+LARGE = 1e6  # from here on numbers print as 1.94e+08: fixed notation's digits would carry no information
+
+
+def format_number(x: float, digits: int = 2, sign: str = "") -> str:
+    """``x`` with ``digits`` decimals, or in scientific notation from :data:`LARGE` on; ``sign="+"`` signs it."""
+    return f"{x:{sign}.{digits}f}" if abs(x) < LARGE or not math.isfinite(x) else f"{x:{sign}.2e}"
+
+
 def format_signed(x: float, digits: int = 2) -> str:
     """``+0.12`` / ``−0.05`` (typographic minus); zero prints as ``+0.00``."""
-    s = f"{x:+.{digits}f}"
+    s = format_number(x, digits, "+")
     if s.startswith("-"):
         # -0.00 is still zero: print it as +0.00
         return "+" + s[1:] if float(s) == 0.0 else MINUS + s[1:]
@@ -147,8 +155,8 @@ def mean_std_text(values: Iterable[float | None], scale: float = 1.0, digits: in
     if s.mean is None:
         return "\u2013"
     if s.std is None:
-        return f"{s.mean * scale:.{digits}f}"
-    return f"{s.mean * scale:.{digits}f} ± {s.std * scale:.{digits}f}"
+        return format_number(s.mean * scale, digits)
+    return f"{format_number(s.mean * scale, digits)} ± {format_number(s.std * scale, digits)}"
 
 
 def summarize(values: Iterable[float | None], confidence: float = 0.95) -> Summary:

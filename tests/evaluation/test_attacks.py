@@ -20,10 +20,18 @@ from encouraging.engine.batches import TensorBatches
 from encouraging.engine.config import Config, apply_overrides, config_hash
 from encouraging.engine.task import DataStats, Prepared
 from encouraging.engine.trainer import Trainer
-from encouraging.evaluation.attacks import evaluate_attacks, masking_checks, masking_signs, paper_cell
+from encouraging.evaluation.attacks import (
+    evaluate_attacks,
+    masking_checks,
+    masking_signs,
+    paper_cell,
+    save_attacks,
+)
 from encouraging.experiment import load_run
 from encouraging.results import ResultsStore, write_report
 from encouraging.tasks.image import ImageTask
+
+from ..results.test_report import add_run
 
 
 class Brightness(nn.Module):
@@ -210,3 +218,21 @@ def test_paper_curves_only_for_the_papers_standard_training():
     assert has_paper_curves(group("torchattacks_cnn", "none"))
     assert not has_paper_curves(group("torchattacks_cnn", "fgsm"))  # adversarial training: not the paper's figure
     assert not has_paper_curves(group("mnistnet", "none"))
+
+
+def test_saved_rows_carry_the_masking_signs_of_every_attack_the_run_has(tmp_path):
+    """AutoAttack evaluated after PGD, in a second call, is still checked against PGD's stored rows."""
+    store = ResultsStore(tmp_path / "r.db")
+    add_run(store, "quick", "small_cnn", 0, 0)
+    run_id = store.runs()[0]["run_id"]
+
+    def row(attack, acc):
+        return {"attack": attack, "norm": "linf", "eps": 0.2, "robust_acc": acc, "n": 100}
+
+    save_attacks(store, run_id, [row("pgd", 0.30)])
+    assert store.rows("attack")[0]["masking"] == "none"
+    fresh = [row("autoattack", 0.10)]
+    save_attacks(store, run_id, fresh)
+    assert "AutoAttack beats PGD" in fresh[0]["masking"]
+    assert all("AutoAttack beats PGD" in r["masking"] for r in store.rows("attack"))
+    assert {r["attack"] for r in store.rows("attack")} == {"pgd", "autoattack"}

@@ -126,10 +126,15 @@ def masking_checks(rows: list[dict[str, Any]]) -> str:
 
 
 def save_attacks(store: ResultsStore, run_id: str, rows: list[dict[str, Any]]) -> None:
-    """Store one run's rows; earlier rows of the same (attack, norm) are replaced, other attacks are kept."""
+    """Store one run's rows; earlier rows of the same (attack, norm) are replaced, other attacks are kept. Every
+    row of the run, ``rows`` included (in place), gets under ``masking`` the gradient-masking signs of them all, so
+    AutoAttack run after PGD is still checked against it."""
     fresh = {(r["attack"], r["norm"]) for r in rows}
     kept = [{k: v for k, v in r.items() if k not in _RUN_CONTEXT} for r in store.rows("attack", run_id=run_id)
             if (r["attack"], r["norm"]) not in fresh]
+    signs = "; ".join(masking_signs(kept + rows)) or "none"
+    for r in kept + rows:
+        r["masking"] = signs
     store.add_rows(run_id, "attack", kept + rows, replace=True)
 
 

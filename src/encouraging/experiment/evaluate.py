@@ -81,7 +81,7 @@ def store_for(run: LoadedRun, db: str | os.PathLike | None) -> ResultsStore | No
     store = ResultsStore(db)
     if store.runs(run_id=run.run_id):
         return store
-    source = ResultsStore(own) if own is not None and Path(own).resolve() != Path(db).resolve() else None
+    source = ResultsStore(own) if own is not None and own.resolve() != Path(db).resolve() else None
     if source is not None and source.runs(run_id=run.run_id, status="finished"):
         rid = run.run_id
         store.import_run(source.run(rid), source.epochs(rid), source.final(rid), {})

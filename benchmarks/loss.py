@@ -2,7 +2,8 @@
 
 What is measured, per shape (N, C) and op: one forward plus backward of ``op(logits, target)``
 (``reduction='mean'``) on float32 logits of shape (N, C) that require grad, with class-index targets. The ``el``
-rows run ``impl='auto'`` (the fused path on the CPU, Triton on CUDA); the ``_autograd`` rows the op-by-op path.
+rows run ``impl='auto'`` (on the CPU the compiled kernel where it applies, else the eager fused path; Triton on
+CUDA); the ``_torch`` rows the eager fused path, the ``_autograd`` rows the op-by-op path.
 
 * ``median_ms``, ``p20_ms``, ``p80_ms``: wall time of that call over ``reps`` repetitions (``reps_for``: more for
   small shapes) after a discarded warm-up round. One process per shape times every op, taking the ops in turn
@@ -84,6 +85,18 @@ def el_ls(x, t):
     return encouraging_loss(x, t, label_smoothing=SMOOTHING, log_end=0.75)
 
 
+def el_torch(x, t):
+    from encouraging import encouraging_loss
+
+    return encouraging_loss(x, t, log_end=0.75, impl="torch")
+
+
+def el_le1_torch(x, t):
+    from encouraging import encouraging_loss
+
+    return encouraging_loss(x, t, log_end=1.0, impl="torch")
+
+
 def el_autograd(x, t):
     from encouraging import encouraging_loss
 
@@ -136,6 +149,8 @@ PROVIDERS = {
     "el": (el, "ce"),
     "el_le1.0": (el_le1, "ce"),
     "el_ls0.1": (el_ls, "ce_ls0.1"),
+    "el_torch": (el_torch, "ce"),
+    "el_le1.0_torch": (el_le1_torch, "ce"),
     "el_autograd": (el_autograd, "ce"),
     "el_ls0.1_autograd": (el_ls_autograd, "ce_ls0.1"),
     "poly1": (poly1, "ce"),

@@ -33,13 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import check_class_vector, check_nonnegative, check_range
+from ._checks import check_class_vector, check_nonnegative, check_range, check_reduction
 from ._dense import dense_bonus_sum
 from ._targets import Targets, class_terms, mean_normalizer, prepare, reduce, smoothed
 from .bonus import BonusParams, bonus_value, get_bonus
+from . import cpu_kernel
 from .fused import Options, fused_encouraging_loss
 
-IMPLS = ("auto", "torch", "triton", "autograd")  # see encouraging_loss's impl
+IMPLS = ("auto", "torch", "cpp", "triton", "autograd")  # see encouraging_loss's impl
 
 
 class LossParts(NamedTuple):
@@ -246,6 +247,14 @@ def encouraging_loss(
     """
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    if _plain_kernel_call(impl, input, target, weight, label_smoothing, bonus, log_end, bonus_scale, bonus_start,
+                          bonus_weight, bonus_floor, log_probs):
+        check_reduction(reduction)
+        check_range("label_smoothing", label_smoothing, 0.0, 1.0)
+        bonus_params(bonus, log_end, bonus_scale, gamma, bonus_start, bonus_floor)
+        return cpu_kernel.encouraging_loss(input, target, weight, None, ignore_index, reduction,
+                                           float(label_smoothing), float(log_end), float(bonus_scale),
+                                           float(bonus_floor))
     learned = [name for name, x in (("weight", weight), ("bonus_weight", bonus_weight), ("target", target))
                if isinstance(x, Tensor) and x.requires_grad]
     functorch = torch._C._are_functorch_transforms_active()  # torch.func's grad / vmap: op by op only
@@ -269,12 +278,52 @@ def encouraging_loss(
     if impl == "auto" and bonus_scale == 0.0:  # the bonus is off: CE is torch's own, at its speed
         return F.cross_entropy(input, target, weight, ignore_index=ignore_index, reduction=reduction,
                                label_smoothing=label_smoothing)
+    if _use_cpp(impl, t, label_smoothing, bonus, log_end, bonus_start, bonus_floor):
+        loss = cpu_kernel.encouraging_loss(t.x, t.raw, weight, v, ignore_index, reduction, float(label_smoothing),
+                                           float(log_end), float(bonus_scale), float(bonus_floor))
+        return t.finish(loss) if reduction == "none" else loss
     opts = Options(ignore_index, float(label_smoothing), float(log_end), float(bonus_scale), bonus, float(gamma),
                    float(bonus_start), float(bonus_floor))
     use_triton = _use_triton(impl, t, opts)
     loss = fused_encouraging_loss(t.x, t.raw if t.hard else t.probs, weight, v, reduction,
                                   mean_normalizer(t, weight), opts, use_triton, t.all_valid)
     return t.finish(loss) if reduction == "none" else loss.to(t.out_dtype)
+
+
+def _plain_kernel_call(impl: str, input: Tensor, target: Tensor, weight: Tensor | None, label_smoothing: float,
+                       bonus: str, log_end: float, bonus_scale: float, bonus_start: float,
+                       bonus_weight: Tensor | str | None, bonus_floor: float, log_probs: bool) -> bool:
+    """Whether this call goes straight to the compiled CPU kernel, skipping :func:`prepare`'s layout work (at 10
+    classes the Python around the kernel would cost as much as the kernel): ``(N, C)`` logits, ``(N,)`` int64
+    targets, no bonus weights, a plain ``(C,)`` class weight or none. Every other call, and every bad argument,
+    takes the general path, which gives the errors; the kernel checks the target range itself."""
+    return (impl in ("auto", "cpp") and isinstance(input, Tensor) and isinstance(target, Tensor)
+            and input.dim() == 2 and input.shape[1] >= 2 and target.dtype == torch.int64 and target.dim() == 1
+            and target.shape[0] == input.shape[0] and bonus_weight is None and not log_probs
+            and (bonus_scale != 0.0 or impl == "cpp") and not torch._C._are_functorch_transforms_active()
+            and (weight is None or (isinstance(weight, Tensor) and weight.is_floating_point() and weight.dim() == 1
+                                    and weight.shape[0] == input.shape[1] and not weight.requires_grad))
+            and cpu_kernel.unsupported(input, target, label_smoothing, bonus, log_end, bonus_start,
+                                       bonus_floor) is None
+            and cpu_kernel.available())
+
+
+def _use_cpp(impl: str, t: Targets, label_smoothing: float, bonus: str, log_end: float, bonus_start: float,
+             bonus_floor: float) -> bool:
+    """Whether the compiled CPU kernel computes this call: for ``impl='cpp'`` (refused where it cannot), and for
+    ``'auto'`` on the CPU wherever it applies and builds."""
+    if impl not in ("cpp", "auto") or (impl == "auto" and t.x.device.type != "cpu"):
+        return False
+    why = cpu_kernel.unsupported(t.x, t.raw if t.hard else t.probs, label_smoothing, bonus, log_end, bonus_start,
+                                 bonus_floor)
+    if impl == "cpp" and why is not None:
+        raise ValueError(f"impl='cpp' does not support {why}; use impl='torch' or 'auto'")
+    if why is not None:
+        return False
+    reason = cpu_kernel.unavailable_reason()
+    if impl == "cpp" and reason is not None:
+        raise RuntimeError(f"impl='cpp' is unavailable: {reason}; use impl='torch' or 'auto'")
+    return reason is None
 
 
 def _triton_unsupported(t: Targets, opts: Options) -> str | None:

@@ -16,6 +16,7 @@ from encouraging.losses import (
     HaltedFocalLoss,
     PolyLoss,
     binary_encouraging_loss,
+    cpu_kernel,
     disable_checks,
     encouraging_loss,
     focal_loss,
@@ -193,7 +194,10 @@ def test_disable_checks_skips_the_target_range_check():
     with disable_checks():
         # our check is skipped, so torch's own gather is what objects (on CPU; on GPU it would be a device assert)
         with pytest.raises(RuntimeError, match="out of bounds"):
-            encouraging_loss(X, bad)
+            encouraging_loss(X, bad, impl="torch")
+        if cpu_kernel.available():  # the compiled kernel checks each index as it reads it: free, never skipped
+            with pytest.raises(ValueError, match="target contains class index -7"):
+                encouraging_loss(X, bad, impl="cpp")
         # shape and option checks are free and stay on
         with pytest.raises(ValueError, match="log_end"):
             encouraging_loss(X, Y, log_end=2.0)
@@ -213,7 +217,7 @@ def test_disable_checks_nests():
         with disable_checks():
             pass
         with pytest.raises(RuntimeError, match="out of bounds"):  # still off after the inner block
-            encouraging_loss(X, torch.tensor([0, 1, 2, -7]))
+            encouraging_loss(X, torch.tensor([0, 1, 2, -7]), impl="torch")
     with pytest.raises(ValueError, match="target contains"):
         encouraging_loss(X, torch.tensor([0, 1, 2, -7]))
 

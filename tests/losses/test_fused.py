@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from encouraging.losses import EncouragingLoss, disable_checks, encouraging_loss
+from encouraging.losses import EncouragingLoss, cpu_kernel, disable_checks, encouraging_loss
 
 from .helpers import assert_close, examples, random_index_target, random_logits, random_probs
 
@@ -114,15 +114,21 @@ def test_half_precision_matches_the_reference(dtype):
         assert_close(fused_grad, grad, dtype)
 
 
-def test_auto_is_cross_entropy_without_the_bonus_and_the_fused_path_with_it():
+def test_auto_is_cross_entropy_without_the_bonus_and_a_fused_path_with_it():
+    """auto: ``F.cross_entropy`` itself without the bonus; on the CPU the compiled kernel where it applies and
+    builds (tests/losses/test_cpu_kernel.py), the eager fused path where it does not (K-dim input here)."""
     x = random_logits((32, 7), torch.float32).requires_grad_()
     target = torch.randint(7, (32,))
     for smoothing in (0.0, 0.1):
         ce = F.cross_entropy(x, target, label_smoothing=smoothing)
         assert torch.equal(encouraging_loss(x, target, bonus_scale=0.0, label_smoothing=smoothing), ce)
     auto = encouraging_loss(x, target, label_smoothing=0.1)
-    assert auto.grad_fn is not None and "Fused" in type(auto.grad_fn).__name__
-    assert torch.equal(auto, encouraging_loss(x, target, label_smoothing=0.1, impl="torch"))
+    kernel = cpu_kernel.available()
+    assert auto.grad_fn is not None and ("EncouragingFunction" if kernel else "Fused") in auto.grad_fn.name()
+    kdim, kdim_target = x.detach().view(8, 4, 7).transpose(1, 2).requires_grad_(), target.view(8, 4)
+    auto = encouraging_loss(kdim, kdim_target, label_smoothing=0.1)
+    assert "Fused" in auto.grad_fn.name()
+    assert torch.equal(auto, encouraging_loss(kdim, kdim_target, label_smoothing=0.1, impl="torch"))
 
 
 def test_auto_takes_the_reference_where_only_it_applies():
@@ -149,7 +155,7 @@ def test_auto_takes_the_reference_where_only_it_applies():
 def test_bad_impl_and_unsupported_triton_calls_are_named():
     x = random_logits((4, 3), torch.float32).requires_grad_()
     target = torch.randint(3, (4,))
-    with pytest.raises(ValueError, match="impl must be one of .*'auto', 'torch', 'triton', 'autograd'.*got 'cuda'"):
+    with pytest.raises(ValueError, match="impl must be one of .*'torch', 'cpp', 'triton', 'autograd'.*got 'cuda'"):
         encouraging_loss(x, target, impl="cuda")
     with pytest.raises(ValueError, match="impl must be one of"):
         EncouragingLoss(impl="fast")

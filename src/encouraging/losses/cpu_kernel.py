@@ -29,8 +29,14 @@ _state: dict[str, object] = {"tried": False, "error": None}
 
 
 def _build() -> None:
-    from torch.utils.cpp_extension import load
-
+    # torch.utils.cpp_extension warns at import that it found no CUDA runtime: irrelevant to a CPU build
+    quiet = logging.getLogger("torch.utils.cpp_extension")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        from torch.utils.cpp_extension import load
+    finally:
+        quiet.setLevel(level)
     logging.getLogger(__name__).info("building the encouraging loss's CPU kernel (once per machine, ~30 s)")
     load("encouraging_cpu", [str(_SOURCE)], extra_cflags=["-O3"], is_python_module=False, verbose=False)
 

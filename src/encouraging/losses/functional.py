@@ -33,11 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import cpu_kernel
 from ._checks import check_class_vector, check_nonnegative, check_range, check_reduction
 from ._dense import dense_bonus_sum
 from ._targets import Targets, class_terms, mean_normalizer, prepare, reduce, smoothed
 from .bonus import BonusParams, bonus_value, get_bonus
-from . import cpu_kernel
 from .fused import Options, fused_encouraging_loss
 
 IMPLS = ("auto", "torch", "cpp", "triton", "autograd")  # see encouraging_loss's impl

@@ -16,6 +16,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q $(TORCH_PINS)
 	$(PY) -m pip install -q -e '.[dev,experiments,graph,translation,docs,trackers,cluster]'
 	$(PY) -m pip install -q --no-deps 'torchattacks>=3.5' 'tqdm>=4.56'  # the attacks extra (see pyproject.toml)
+	# the loss's compiled CPU kernel, built once here (~30 s); without a compiler it warns, the eager path serves
+	$(PY) -c "from encouraging.losses import cpu_kernel; cpu_kernel.available()"
 	touch $@
 
 test: $(VENV)/.installed

@@ -229,12 +229,14 @@ def encouraging_loss(
         log_probs: ``input`` already holds log-probabilities (e.g. a PyG or fairseq model's ``log_softmax``).
         impl: how it is computed, every way to the same value and gradient: ``'torch'`` computes the loss and
             its gradient together in forward (:mod:`encouraging.losses.fused`: CE's passes over the logits and
-            its memory), ``'triton'`` does so in one CUDA kernel (class-index targets, 2-D input, the log bonus
-            without ``bonus_start``), ``'autograd'`` is the op-by-op form (it alone has second derivatives,
-            gradients for ``weight``, ``bonus_weight`` or probability targets, runs under ``torch.func``
-            transforms, and takes ``log_probs``); ``'auto'`` picks ``F.cross_entropy`` itself when
-            ``bonus_scale=0``, ``'autograd'`` where only it applies, else Triton where it applies, else
-            ``'torch'``.
+            its memory), ``'cpp'`` does so in one compiled CPU kernel with a C++ backward
+            (:mod:`encouraging.losses.cpu_kernel`: 2-D logits, class-index targets, the log bonus without
+            ``bonus_start``; label smoothing with ``log_end < 1``), ``'triton'`` in one CUDA kernel
+            (class-index targets, 2-D input, the log bonus without ``bonus_start``), ``'autograd'`` is the
+            op-by-op form (it alone has second derivatives, gradients for ``weight``, ``bonus_weight`` or
+            probability targets, runs under ``torch.func`` transforms, and takes ``log_probs``); ``'auto'``
+            picks ``F.cross_entropy`` itself when ``bonus_scale=0``, ``'autograd'`` where only it applies, else
+            the CPU kernel (CPU) or Triton (CUDA) where it applies, else ``'torch'``.
 
     Returns:
         A scalar, or a tensor of the target's shape for ``reduction='none'``.

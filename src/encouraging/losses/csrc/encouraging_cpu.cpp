@@ -131,15 +131,19 @@ double smoothed_row(const T* xi, T top, T* gi, int64_t c, int64_t y, const Row& 
                     double w_sum, const Options& o, double scale, bool want_grad) {
   const double le = o.log_end, gap = 1.0 - le, rho = o.bonus_scale;
   const double share = o.label_smoothing / double(c), gain = 1.0 - o.label_smoothing + share;
+  const T inv_total = T(1.0 / row.total), cap = T(le);
+  // p_k, 1 - u_k and p_k / (1 - u_k) of the other classes (the one division per class and pass)
+  auto kept_of = [&](T p) { return T(1) - (p < cap ? p : cap); };
   double kept_product = 1.0, log_kept = 0.0, excess = 0.0, ratio_sum = 0.0, weighted_shift = 0.0;
   for (int64_t k = 0; k < c; ++k) {
     weighted_shift += (w ? w[k] : 1.0) * double(xi[k] - top);  // sum_k w_k log p_k = this - W log(total)
     if (k == y) continue;
-    const double p = double(gi[k]) / row.total, kept = 1.0 - std::min(p, le), v_k = v ? v[k] : 1.0;
+    const T p = gi[k] * inv_total, kept = kept_of(p);
+    const double v_k = v ? v[k] : 1.0;
     // without bonus weights, one log of the product: its factors lie in [1 - LE, 1], it stays above LE (1 - LE)
-    if (v) log_kept += v_k * std::log(kept); else kept_product *= kept;
-    excess += v_k * std::max(p - le, 0.0);
-    ratio_sum += v_k * p / kept;
+    if (v) log_kept += v_k * std::log(double(kept)); else kept_product *= double(kept);
+    if (p > cap) excess += v_k * (double(p) - le);
+    ratio_sum += v_k * double(p / kept);
   }
   if (!v) log_kept = std::log(kept_product);
   const double m = row.others / row.total, capped = std::max(m, gap);
@@ -149,13 +153,20 @@ double smoothed_row(const T* xi, T top, T* gi, int64_t c, int64_t y, const Row& 
   const double loss = gain * v_y * bonus_y + rho * share * (log_kept - excess / gap) -
                       (1.0 - o.label_smoothing) * row.w_y * row.log_p_y - share * ce_all;
   if (want_grad) {
+    // grad_k = (c_k - p_k (c_y + sum_{k != y} c_k)) scale with c_k = -share (rho v_k p_k / (1 - u_k) + w_k)
     const double c_other = -share * (rho * ratio_sum + (w_sum - row.w_y));  // sum_{k != y} c_k
     const double c_y = gain * (-v_y * row.p_y / capped - row.w_y);
-    const double spread = c_other + c_y;
-    for (int64_t k = 0; k < c; ++k) {
-      const double p = double(gi[k]) / row.total, kept = 1.0 - std::min(p, le);
-      const double c_k = -share * (rho * (v ? v[k] : 1.0) * p / kept + (w ? w[k] : 1.0));
-      gi[k] = T((c_k - p * spread) * scale);
+    const T a = T(-share * rho * scale), b = T(-(c_other + c_y) * scale), d = T(-share * scale);
+    if (!w && !v) {  // float arithmetic in a loop the compiler vectorizes
+      for (int64_t k = 0; k < c; ++k) {
+        const T p = gi[k] * inv_total;
+        gi[k] = a * (p / kept_of(p)) + b * p + d;
+      }
+    } else {
+      for (int64_t k = 0; k < c; ++k) {
+        const T p = gi[k] * inv_total;
+        gi[k] = a * T(v ? v[k] : 1.0) * (p / kept_of(p)) + b * p + d * T(w ? w[k] : 1.0);
+      }
     }
     gi[y] = T((c_y * m - row.p_y * c_other) * scale);
   }

@@ -227,6 +227,7 @@ def test_a_failed_build_warns_once_and_auto_falls_back(monkeypatch):
 
 
 def test_the_kernel_can_be_switched_off(monkeypatch):
+    monkeypatch.setattr(cpu_kernel, "_state", {"tried": False, "error": None})  # a fresh process
     monkeypatch.setenv("ENCOURAGING_CPU_KERNEL", "0")
     assert cpu_kernel.unavailable_reason() == "it is switched off (ENCOURAGING_CPU_KERNEL=0)"
     x = random_logits((4, 3), torch.float32).requires_grad_()

@@ -8,7 +8,8 @@ and bonus weights, ``ignore_index`` and every reduction, for 2-D float32 and flo
 
 The kernel is built on first use by ``torch.utils.cpp_extension`` (a C++ compiler and ``ninja``; about 30 s, once
 per machine and torch version, cached in torch's extension directory, ``TORCH_EXTENSIONS_DIR``). Where it cannot
-be built, ``'auto'`` warns once and uses the eager fused path; ``ENCOURAGING_CPU_KERNEL=0`` switches it off.
+be built, ``'auto'`` warns once and uses the eager fused path; ``ENCOURAGING_CPU_KERNEL=0`` (read at the first
+call) switches it off.
 """
 
 from __future__ import annotations
@@ -42,11 +43,13 @@ def _build() -> None:
 
 
 def unavailable_reason() -> str | None:
-    """Why the kernel cannot run here (building it on the first call), or None when it is loaded."""
-    if os.environ.get("ENCOURAGING_CPU_KERNEL", "1") == "0":
-        return "it is switched off (ENCOURAGING_CPU_KERNEL=0)"
+    """Why the kernel cannot run here, or None when it is loaded: the first call reads ``ENCOURAGING_CPU_KERNEL``
+    and builds or loads the kernel, later calls return what it found."""
     if not _state["tried"]:
         _state["tried"] = True
+        if os.environ.get("ENCOURAGING_CPU_KERNEL", "1") == "0":
+            _state["error"] = "it is switched off (ENCOURAGING_CPU_KERNEL=0)"
+            return _state["error"]  # type: ignore[return-value]
         try:
             _build()
         except Exception as err:  # no compiler, no ninja, a failed build: every cause leaves the eager path

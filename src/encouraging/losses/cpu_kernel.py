@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -39,7 +40,11 @@ def _build() -> None:
     finally:
         quiet.setLevel(level)
     logging.getLogger(__name__).info("building the encouraging loss's CPU kernel (once per machine, ~30 s)")
-    load("encouraging_cpu", [str(_SOURCE)], extra_cflags=["-O3"], is_python_module=False, verbose=False)
+    # at::parallel_for splits rows across threads only in code compiled with OpenMP (torch's own runtime serves it:
+    # the same libgomp.so.1 soname); elsewhere (clang on macOS) the rows run on one thread
+    openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
+    load("encouraging_cpu", [str(_SOURCE)], extra_cflags=["-O3", *openmp], extra_ldflags=openmp,
+         is_python_module=False, verbose=False)
 
 
 def unavailable_reason() -> str | None:

@@ -300,8 +300,9 @@ def _plain_kernel_call(impl: str, input: Tensor, target: Tensor, weight: Tensor 
     targets, no bonus weights, a plain ``(C,)`` class weight or none. Every other call, and every bad argument,
     takes the general path, which gives the errors; the kernel checks the target range itself."""
     return (impl in ("auto", "cpp") and isinstance(input, Tensor) and input.device.type == "cpu"
-            and isinstance(target, Tensor) and input.dim() == 2 and input.shape[1] >= 2 and target.dtype == torch.int64 and target.dim() == 1
-            and target.shape[0] == input.shape[0] and bonus_weight is None and not log_probs
+            and isinstance(target, Tensor) and input.dim() == 2 and input.shape[1] >= 2
+            and target.dtype == torch.int64 and target.dim() == 1 and target.shape[0] == input.shape[0]
+            and bonus_weight is None and not log_probs
             and (bonus_scale != 0.0 or impl == "cpp") and not torch._C._are_functorch_transforms_active()
             and (weight is None or (isinstance(weight, Tensor) and weight.is_floating_point() and weight.dim() == 1
                                     and weight.shape[0] == input.shape[1] and not weight.requires_grad))

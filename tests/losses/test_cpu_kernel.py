@@ -94,6 +94,22 @@ def test_extreme_logits_stay_finite_and_match(opts):
     assert_close(grad, ref_grad, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_is_computed_in_float32_and_returned_in_its_dtype(dtype):
+    """Half-precision logits are read by the kernel (no float32 copy of them) and computed in float32: loss and
+    gradient equal the float64 reference on the same rounded logits to the dtype's rounding of the output."""
+    x = random_logits((16, 11), dtype, scale=3.0)
+    target = torch.randint(11, (16,))
+    target[3] = -100
+    for opts in ({}, {"label_smoothing": 0.1}, {"log_end": 1.0}, {"reduction": "none"}):
+        ref, ref_grad, up = _loss_and_grad("autograd", x.double(), target, {}, opts)
+        loss, grad, _ = _loss_and_grad("cpp", x, target, {}, opts, up.to(dtype))
+        assert loss.dtype == dtype and grad.dtype == dtype
+        assert_close(loss, ref, dtype, msg=str(opts))
+        assert_close(grad, ref_grad, dtype, msg=f"grad {opts}")
+    assert "EncouragingFunction" in encouraging_loss(x.requires_grad_(), target).grad_fn.name()
+
+
 def test_gradcheck():
     x = random_logits((5, 4), torch.float64, scale=2.0).requires_grad_()
     target = torch.tensor([0, 3, -100, 1, 2])
@@ -127,8 +143,8 @@ def test_unsupported_calls_and_bad_targets_are_named():
         encouraging_loss(x.view(4, 3, 1), target.view(4, 1), impl="cpp")
     with pytest.raises(ValueError, match="impl='cpp' does not support probability targets"):
         encouraging_loss(x, torch.softmax(x, 1), impl="cpp")
-    with pytest.raises(ValueError, match="impl='cpp' does not support torch.bfloat16 input"):
-        encouraging_loss(x.bfloat16(), target, impl="cpp")
+    with pytest.raises(ValueError, match="impl='cpp' does not support torch.float8_e4m3fn input"):
+        encouraging_loss(x.to(torch.float8_e4m3fn), target, impl="cpp")
     for bad, value in ((torch.tensor([0, 1, 3, 1]), 3), (torch.tensor([0, -1, 2, 1]), -1)):
         with pytest.raises(ValueError, match=rf"target contains class index {value}, outside \[0, 3\)"):
             encouraging_loss(x, bad)

@@ -4,7 +4,8 @@ r"""The compiled CPU kernel of the encouraging loss (``impl='cpp'``; ``'auto'`` 
 call (the closed form of :mod:`.fused`), with its backward registered in C++ as ``F.cross_entropy``'s is: at 10
 classes the eager fused path spends its time dispatching ~30 small ops, this one two. It covers the log bonus
 without ``bonus_start`` (conservative, full, ``bonus_floor``; label smoothing with the conservative bonus), class
-and bonus weights, ``ignore_index`` and every reduction, for 2-D float32 and float64 logits.
+and bonus weights, ``ignore_index`` and every reduction, for 2-D logits of any floating dtype but float8 (half
+precision is read once and computed in float32).
 
 The kernel is built on first use by ``torch.utils.cpp_extension`` (a C++ compiler and ``ninja``; about 30 s, once
 per machine and torch version, cached in torch's extension directory, ``TORCH_EXTENSIONS_DIR``). Where it cannot
@@ -78,7 +79,7 @@ def unsupported(x: Tensor, target: Tensor, label_smoothing: float, bonus: str, l
         return f"a {x.device.type} tensor"
     if x.dim() != 2 or target.is_floating_point():
         return "input with more than 2 dimensions" if x.dim() != 2 else "probability targets"
-    if x.dtype not in (torch.float32, torch.float64):
+    if x.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
         return f"{x.dtype} input"
     if bonus != "log" or bonus_start != 0.0:
         return "a bonus other than 'log', or bonus_start > 0"

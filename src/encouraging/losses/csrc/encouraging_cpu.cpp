@@ -14,8 +14,10 @@
 //     slope 0 where m < floor), r = (w_y m + slope p_y) / (m + p_y),
 //     grad_k = r p_k / m off the target and -r on it (bounded for any logits).
 // Rows whose target is ignore_index give 0. 'mean' divides by the summed w_y of the other rows, as torch does.
+// Rows are computed in float64 for float64 logits, else in float32 (half-precision logits are read, not copied).
 
 #include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
@@ -55,8 +57,8 @@ double row_sum(const T* x, int64_t n) {
 
 // One row of the full bonus whose other classes' probabilities underflow (sum below `tiny`): log(1 - p_y) and
 // p_k / (1 - p_y) from the logits by logsumexp over the other classes, in double.
-template <typename T>
-void full_row_from_logits(const T* x, int64_t c, int64_t y, double* log1m, double* lse_other) {
+template <typename X>
+void full_row_from_logits(const X* x, int64_t c, int64_t y, double* log1m, double* lse_other) {
   double top = -std::numeric_limits<double>::infinity(), all_top = top;
   for (int64_t k = 0; k < c; ++k) {
     all_top = std::max(all_top, double(x[k]));
@@ -94,8 +96,8 @@ double conservative_row(T* gi, int64_t c, int64_t y, const Row& r, double gap, d
 // Full bonus log(1 - p_y) without smoothing, floored where 1 - p_y < floor; the gradient r p_k / (1 - p_y) off the
 // target and -r on it is bounded for any logits. Where the other classes' exponentials underflow (1 - p_y below
 // `tiny`), log(1 - p_y) and p_k / (1 - p_y) come from the logits by logsumexp.
-template <typename T>
-double full_row(const T* xi, T* gi, int64_t c, int64_t y, const Row& row, double floor, double tiny, double scale,
+template <typename X, typename T>
+double full_row(const X* xi, T* gi, int64_t c, int64_t y, const Row& row, double floor, double tiny, double scale,
                 bool want_grad) {
   double m = row.others / row.total, log1m = std::log(m), lse_other = 0.0;
   const bool from_logits = !(m > tiny);
@@ -126,8 +128,8 @@ double full_row(const T* xi, T* gi, int64_t c, int64_t y, const Row& row, double
 // b(p_k) = log(1 - u_k) - (p_k - LE)^+ / (1 - LE) with u_k = min(p_k, LE), the target's exact. With
 // c_k = q_k (-w_k - rho v_k p_k / (1 - u_k)) the gradient is c - p sum_k c_k, its target column
 // c_y (1 - p_y) - p_y sum_{k != y} c_k with the exact 1 - p_y.
-template <typename T>
-double smoothed_row(const T* xi, T top, T* gi, int64_t c, int64_t y, const Row& row, const double* w, const double* v,
+template <typename X, typename T>
+double smoothed_row(const X* xi, T top, T* gi, int64_t c, int64_t y, const Row& row, const double* w, const double* v,
                     double w_sum, const Options& o, double scale, bool want_grad) {
   const double le = o.log_end, gap = 1.0 - le, rho = o.bonus_scale;
   const double share = o.label_smoothing / double(c), gain = 1.0 - o.label_smoothing + share;
@@ -136,7 +138,7 @@ double smoothed_row(const T* xi, T top, T* gi, int64_t c, int64_t y, const Row& 
   auto kept_of = [&](T p) { return T(1) - (p < cap ? p : cap); };
   double kept_product = 1.0, log_kept = 0.0, excess = 0.0, ratio_sum = 0.0, weighted_shift = 0.0;
   for (int64_t k = 0; k < c; ++k) {
-    weighted_shift += (w ? w[k] : 1.0) * double(xi[k] - top);  // sum_k w_k log p_k = this - W log(total)
+    weighted_shift += (w ? w[k] : 1.0) * double(T(xi[k]) - top);  // sum_k w_k log p_k = this - W log(total)
     if (k == y) continue;
     const T p = gi[k] * inv_total, kept = kept_of(p);
     const double v_k = v ? v[k] : 1.0;
@@ -173,14 +175,14 @@ double smoothed_row(const T* xi, T top, T* gi, int64_t c, int64_t y, const Row& 
   return loss;
 }
 
-template <typename T>
-void rows(const T* x, const T* tops, const int64_t* target, const double* w, const double* v, double w_sum, T* g,
+template <typename X, typename T>
+void rows(const X* x, const T* tops, const int64_t* target, const double* w, const double* v, double w_sum, T* g,
           double* loss, int64_t n, int64_t c, const Options& o, double scale, bool want_grad) {
   const double tiny = std::is_same<T, double>::value ? 1e-290 : 1e-30;
   at::parallel_for(0, n, std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(c, 1)),
                    [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      const T* xi = x + i * c;
+      const X* xi = x + i * c;
       T* gi = g + i * c;
       const int64_t y = target[i];
       if (y == o.ignore_index) {
@@ -192,7 +194,7 @@ void rows(const T* x, const T* tops, const int64_t* target, const double* w, con
       const double e_y = double(gi[y]);  // gi holds exp(f - max f) (shifted_exp)
       row.others = row_sum(gi, y) + row_sum(gi + y + 1, c - y - 1);  // not total - e_y: that would cancel
       row.total = row.others + e_y;
-      row.log_p_y = double(xi[y] - tops[i]) - std::log(row.total);
+      row.log_p_y = double(T(xi[y]) - tops[i]) - std::log(row.total);
       row.p_y = e_y / row.total;
       row.w_y = w ? w[y] : 1.0;
       row.v_y = o.bonus_scale * (v ? v[y] : 1.0);
@@ -208,16 +210,16 @@ void rows(const T* x, const T* tops, const int64_t* target, const double* w, con
 
 // g = exp(x - max over each row) and the maxima: the shift by hand, the exponential by ATen's vectorized kernel (a scalar exp
 // per element would cost three times as much at large C).
-template <typename T>
-void shifted_exp(const T* x, T* g, T* tops, int64_t n, int64_t c) {
+template <typename X, typename T>
+void shifted_exp(const X* x, T* g, T* tops, int64_t n, int64_t c) {
   at::parallel_for(0, n, std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(c, 1)),
                    [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      const T* xi = x + i * c;
+      const X* xi = x + i * c;
       T* gi = g + i * c;
-      T top = xi[0];
-      for (int64_t k = 1; k < c; ++k) top = xi[k] > top ? xi[k] : top;
-      for (int64_t k = 0; k < c; ++k) gi[k] = xi[k] - top;
+      T top = T(xi[0]);
+      for (int64_t k = 1; k < c; ++k) top = T(xi[k]) > top ? T(xi[k]) : top;
+      for (int64_t k = 0; k < c; ++k) gi[k] = T(xi[k]) - top;
       tops[i] = top;
     }
   });
@@ -243,8 +245,8 @@ std::tuple<at::Tensor, at::Tensor> compute(const at::Tensor& logits, const at::T
   TORCH_CHECK_VALUE(logits.dim() == 2 && target.dim() == 1 && target.size(0) == logits.size(0),
                     "encouraging_cpu: logits must be (N, C) and target (N,), got ", logits.sizes(), " and ",
                     target.sizes());
-  TORCH_CHECK_VALUE(logits.scalar_type() == at::kFloat || logits.scalar_type() == at::kDouble,
-                    "encouraging_cpu: logits must be float32 or float64, got ", logits.scalar_type());
+  TORCH_CHECK_VALUE(at::isFloatingType(logits.scalar_type()),
+                    "encouraging_cpu: logits must be floating point, got ", logits.scalar_type());
   TORCH_CHECK_VALUE(logits.device().is_cpu() && target.device().is_cpu(),
                     "encouraging_cpu: logits and target must be CPU tensors, got ", logits.device(), " and ",
                     target.device());
@@ -264,21 +266,25 @@ std::tuple<at::Tensor, at::Tensor> compute(const at::Tensor& logits, const at::T
   const double normalizer = check_and_normalizer(t.data_ptr<int64_t>(), wp, n, c, o.ignore_index);
   const double row_scale = o.reduction == kMean ? 1.0 / normalizer : 1.0;
   const at::Tensor x = logits.contiguous();
-  at::Tensor g = at::empty_like(x);  // the softmax's exponentials, turned into the gradient row by row
-  at::Tensor tops = at::empty({n}, x.options());
+  // float32 rows for half-precision logits (read once, never copied), float64 for float64
+  const at::ScalarType acc = at::toOpMathType(x.scalar_type());
+  at::Tensor g = at::empty(x.sizes(), x.options().dtype(acc));  // exp(f - max f), turned into the gradient
+  at::Tensor tops = at::empty({n}, x.options().dtype(acc));
   std::vector<double> loss(n);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "encouraging_cpu_shift", [&] {
-    shifted_exp<scalar_t>(x.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(), tops.data_ptr<scalar_t>(), n, c);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "encouraging_cpu_shift", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    shifted_exp<scalar_t, acc_t>(x.data_ptr<scalar_t>(), g.data_ptr<acc_t>(), tops.data_ptr<acc_t>(), n, c);
   });
   g.exp_();
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "encouraging_cpu", [&] {
-    rows<scalar_t>(x.data_ptr<scalar_t>(), tops.data_ptr<scalar_t>(), t.data_ptr<int64_t>(), wp, vp, w_sum,
-                   g.data_ptr<scalar_t>(), loss.data(), n, c, o, row_scale, want_grad);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "encouraging_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    rows<scalar_t, acc_t>(x.data_ptr<scalar_t>(), tops.data_ptr<acc_t>(), t.data_ptr<int64_t>(), wp, vp, w_sum,
+                          g.data_ptr<acc_t>(), loss.data(), n, c, o, row_scale, want_grad);
   });
   at::Tensor out;
   if (o.reduction == kNone) {
     out = at::empty({n}, x.options());
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "encouraging_cpu_out", [&] {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "encouraging_cpu_out", [&] {
       scalar_t* op = out.data_ptr<scalar_t>();
       for (int64_t i = 0; i < n; ++i) op[i] = scalar_t(loss[i]);
     });
@@ -287,6 +293,7 @@ std::tuple<at::Tensor, at::Tensor> compute(const at::Tensor& logits, const at::T
     for (double l : loss) total += l;
     out = at::scalar_tensor(total * row_scale, x.options());
   }
+  if (want_grad && acc != x.scalar_type()) g = g.to(x.scalar_type());  // the gradient in the logits' dtype
   return {out, want_grad ? g : at::Tensor()};
 }
 

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import venv
+import zipfile
 from importlib import metadata
 from pathlib import Path
 
@@ -180,6 +181,8 @@ def test_wheel_works_in_a_fresh_environment_with_only_torch_and_numpy(tmp_path):
     wheels, sdists = sorted(dist.glob("*.whl")), sorted(dist.glob("*.tar.gz"))
     assert len(wheels) == 1 and len(sdists) == 1
     assert wheels[0].name == f"encouraging-{encouraging.__version__}-py3-none-any.whl"
+    with zipfile.ZipFile(wheels[0]) as wheel:  # the CPU kernel's source, built on first use
+        assert "encouraging/losses/csrc/encouraging_cpu.cpp" in wheel.namelist()
     checked = _run(sys.executable, "-m", "twine", "check", "--strict", *wheels, *sdists)
     assert checked.stdout.count("PASSED") == 2
 

@@ -3,6 +3,7 @@ eager fused path for every option it covers, its autograd, memory and threads, i
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import pytest
@@ -248,3 +249,24 @@ def test_the_kernel_can_be_switched_off(monkeypatch):
     assert cpu_kernel.unavailable_reason() == "it is switched off (ENCOURAGING_CPU_KERNEL=0)"
     x = random_logits((4, 3), torch.float32).requires_grad_()
     assert "Fused" in encouraging_loss(x, torch.tensor([0, 1, 2, 1])).grad_fn.name()
+
+
+def test_the_build_finds_ninja_in_the_environment_and_restores_path(monkeypatch):
+    """A venv's own bin (where ``pip install ninja`` puts it) is searched last during the build, and PATH is
+    restored after it, also when the build fails."""
+    import sysconfig
+
+    import torch.utils.cpp_extension as cpp_extension
+
+    seen = []
+
+    def fake_load(name, sources, **kwargs):
+        seen.append(os.environ["PATH"])
+        raise RuntimeError("no compiler")
+
+    monkeypatch.setattr(cpp_extension, "load", fake_load)
+    monkeypatch.setenv("PATH", "/somewhere")
+    with pytest.raises(RuntimeError, match="no compiler"):
+        cpu_kernel._build()
+    assert seen == [os.pathsep.join(["/somewhere", sysconfig.get_path("scripts")])]
+    assert os.environ["PATH"] == "/somewhere"

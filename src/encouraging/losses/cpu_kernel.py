@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import sysconfig
 import warnings
 from pathlib import Path
 
@@ -32,6 +33,7 @@ _state: dict[str, object] = {"tried": False, "error": None}
 
 
 def _build() -> None:
+    """Build the kernel, or load its cached build; raises whatever the build raises."""
     # torch.utils.cpp_extension warns at import that it found no CUDA runtime: irrelevant to a CPU build
     quiet = logging.getLogger("torch.utils.cpp_extension")
     level = quiet.level
@@ -44,8 +46,15 @@ def _build() -> None:
     # at::parallel_for splits rows across threads only in code compiled with OpenMP (torch's own runtime serves it:
     # the same libgomp.so.1 soname); elsewhere (clang on macOS) the rows run on one thread
     openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
-    load("encouraging_cpu", [str(_SOURCE)], extra_cflags=["-O3", *openmp], extra_ldflags=openmp,
-         is_python_module=False, verbose=False)
+    # torch finds ninja on PATH; `pip install ninja` into a virtual environment puts it in the environment's bin,
+    # which is off PATH unless the environment is activated: look there last, during the build only
+    path = os.environ.get("PATH", "")
+    os.environ["PATH"] = os.pathsep.join(filter(None, (path, sysconfig.get_path("scripts"))))
+    try:
+        load("encouraging_cpu", [str(_SOURCE)], extra_cflags=["-O3", *openmp], extra_ldflags=openmp,
+             is_python_module=False, verbose=False)
+    finally:
+        os.environ["PATH"] = path
 
 
 def unavailable_reason() -> str | None:

@@ -2,17 +2,18 @@
 //
 // Why by hand: at 10 classes every eager op costs its dispatch (a few microseconds each), and the fused eager
 // path (encouraging/losses/fused.py) still runs about 30 of them per call where F.cross_entropy runs 8 inside
-// C++. No library computes EL; this kernel does the same closed form as fused._plain_loss_and_grad with two
-// ATen calls (log_softmax, exp_) and row loops, and registers its backward in C++ as F.cross_entropy does, so
-// no Python runs between forward and backward.
+// C++. No library computes EL; this kernel does the closed forms of fused._plain_loss_and_grad and
+// fused._smoothed_loss_and_grad with two ATen calls (empty, a vectorized exp_) and row loops, and registers its
+// backward in C++ as F.cross_entropy does, so no Python runs between forward and backward.
 //
-// Per row i with target y, p = softmax(f_i), class weight w_y, bonus weight v_y, scale rho (all 1 without them):
-//   conservative (log_end < 1, gap = 1 - log_end): m = 1 - p_y, c = max(m, gap),
+// Per row i with target y, p = softmax(f_i), class weight w_y, bonus weight v_y, scale rho (all 1 without them),
+// m = 1 - p_y taken as the other classes' sum (exact, no cancellation):
+//   conservative (log_end < 1, gap = 1 - log_end): c = max(m, gap),
 //     loss = -w_y log p_y + rho v_y [log c + (m - c) / gap],
-//     grad = s (p - e_y) with s = w_y + rho v_y p_y / c (target column -s m, with the exact m = -expm1(log p_y));
-//   full (log_end = 1): m = sum_{k != y} p_k (exact, no cancellation), bonus log m (floored: log max(m, floor),
-//     slope 0 where m < floor), r = (w_y m + slope p_y) / (m + p_y),
-//     grad_k = r p_k / m off the target and -r on it (bounded for any logits).
+//     grad = s (p - e_y) with s = w_y + rho v_y p_y / c (target column -s m);
+//   full (log_end = 1): bonus log m (floored: log max(m, floor), slope 0 where m < floor),
+//     r = (w_y m + slope p_y) / (m + p_y), grad_k = r p_k / m off the target and -r on it (bounded for any logits);
+//   label smoothing (conservative bonus): see smoothed_row.
 // Rows whose target is ignore_index give 0. 'mean' divides by the summed w_y of the other rows, as torch does.
 // Rows are computed in float64 for float64 logits, else in float32 (half-precision logits are read, not copied).
 

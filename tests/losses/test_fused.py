@@ -168,15 +168,19 @@ def test_bad_impl_and_unsupported_triton_calls_are_named():
         encouraging_loss(x, torch.softmax(x.detach(), 1), impl="triton")
 
 
-def test_backward_twice_with_retain_graph_and_second_derivatives():
+@pytest.mark.parametrize("impl", ["torch", pytest.param("cpp", marks=pytest.mark.skipif(
+    not cpu_kernel.available(), reason="the CPU kernel is unavailable"))])
+def test_backward_twice_with_retain_graph_and_second_derivatives(impl):
+    """Both first-order paths (the fused one and the CPU kernel) give the same gradient twice with retain_graph
+    and refuse second derivatives."""
     x = random_logits((6, 4), torch.float64).requires_grad_()
     target = torch.randint(4, (6,))
-    loss = encouraging_loss(x, target, impl="torch")
+    loss = encouraging_loss(x, target, impl=impl)
     (first,) = torch.autograd.grad(loss, x, retain_graph=True)
     (second,) = torch.autograd.grad(loss, x)
     assert torch.equal(first, second)
     with pytest.raises(RuntimeError, match="first-order: for second derivatives .* impl='autograd'"):
-        torch.autograd.grad(encouraging_loss(x, target, impl="torch"), x, create_graph=True)
+        torch.autograd.grad(encouraging_loss(x, target, impl=impl), x, create_graph=True)
 
 
 def test_backward_reads_the_upstream_gradient_only_where_it_pays():

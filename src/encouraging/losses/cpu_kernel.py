@@ -60,18 +60,19 @@ def _build() -> None:
 def unavailable_reason() -> str | None:
     """Why the kernel cannot run here, or None when it is loaded: the first call reads ``ENCOURAGING_CPU_KERNEL``
     and builds or loads the kernel, later calls return what it found."""
-    if not _state["tried"]:
-        _state["tried"] = True
-        if os.environ.get("ENCOURAGING_CPU_KERNEL", "1") == "0":
-            _state["error"] = "it is switched off (ENCOURAGING_CPU_KERNEL=0)"
-            return _state["error"]  # type: ignore[return-value]
-        try:
-            _build()
-        except Exception as err:  # no compiler, no ninja, a failed build: every cause leaves the eager path
-            last = (str(err).strip().splitlines() or [""])[-1]  # a failed build's own summary line
-            _state["error"] = f"it could not be built ({type(err).__name__}: {last})"
-            warnings.warn(f"encouraging: the compiled CPU kernel is unavailable, {_state['error']}; "
-                          "impl='auto' uses the eager fused path", RuntimeWarning, stacklevel=3)
+    if _state["tried"]:
+        return _state["error"]  # type: ignore[return-value]
+    _state["tried"] = True
+    if os.environ.get("ENCOURAGING_CPU_KERNEL", "1") == "0":
+        _state["error"] = "it is switched off (ENCOURAGING_CPU_KERNEL=0)"
+        return _state["error"]  # type: ignore[return-value]
+    try:
+        _build()
+    except Exception as err:  # no compiler, no ninja, a failed build: every cause leaves the eager path
+        last = (str(err).strip().splitlines() or [""])[-1]  # a failed build's own summary line
+        _state["error"] = f"it could not be built ({type(err).__name__}: {last})"
+        warnings.warn(f"encouraging: the compiled CPU kernel is unavailable, {_state['error']}; "
+                      "impl='auto' uses the eager fused path", RuntimeWarning, stacklevel=3)
     return _state["error"]  # type: ignore[return-value]
 
 

@@ -56,6 +56,11 @@ double row_sum(const T* x, int64_t n) {
   return total;
 }
 
+// Rows per task of at::parallel_for: about ATen's grain of elements per task.
+int64_t row_grain(int64_t c) {
+  return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(c, 1));
+}
+
 // One row of the full bonus whose other classes' probabilities underflow (sum below `tiny`): log(1 - p_y) and
 // p_k / (1 - p_y) from the logits by logsumexp over the other classes, in double.
 template <typename X>
@@ -180,8 +185,7 @@ template <typename X, typename T>
 void rows(const X* x, const T* tops, const int64_t* target, const double* w, const double* v, double w_sum, T* g,
           double* loss, int64_t n, int64_t c, const Options& o, double scale, bool want_grad) {
   const double tiny = std::is_same<T, double>::value ? 1e-290 : 1e-30;
-  at::parallel_for(0, n, std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(c, 1)),
-                   [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, n, row_grain(c), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const X* xi = x + i * c;
       T* gi = g + i * c;
@@ -192,7 +196,7 @@ void rows(const X* x, const T* tops, const int64_t* target, const double* w, con
         continue;
       }
       Row row;
-      const double e_y = double(gi[y]);  // gi holds exp(f - max f) (shifted_exp)
+      const double e_y = double(gi[y]);  // gi holds exp(f - max f) (shift_rows, then exp_)
       row.others = row_sum(gi, y) + row_sum(gi + y + 1, c - y - 1);  // not total - e_y: that would cancel
       row.total = row.others + e_y;
       row.log_p_y = double(T(xi[y]) - tops[i]) - std::log(row.total);
@@ -209,12 +213,11 @@ void rows(const X* x, const T* tops, const int64_t* target, const double* w, con
   });
 }
 
-// g = exp(x - max over each row) and the maxima: the shift by hand, the exponential by ATen's vectorized kernel (a scalar exp
-// per element would cost three times as much at large C).
+// g = x - max over each row, and the maxima: the shift by hand; compute then takes the exponential by ATen's
+// vectorized exp_ (a scalar exp per element would cost three times as much at large C).
 template <typename X, typename T>
-void shifted_exp(const X* x, T* g, T* tops, int64_t n, int64_t c) {
-  at::parallel_for(0, n, std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(c, 1)),
-                   [&](int64_t begin, int64_t end) {
+void shift_rows(const X* x, T* g, T* tops, int64_t n, int64_t c) {
+  at::parallel_for(0, n, row_grain(c), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const X* xi = x + i * c;
       T* gi = g + i * c;
@@ -274,7 +277,7 @@ std::tuple<at::Tensor, at::Tensor> compute(const at::Tensor& logits, const at::T
   std::vector<double> loss(n);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "encouraging_cpu_shift", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    shifted_exp<scalar_t, acc_t>(x.data_ptr<scalar_t>(), g.data_ptr<acc_t>(), tops.data_ptr<acc_t>(), n, c);
+    shift_rows<scalar_t, acc_t>(x.data_ptr<scalar_t>(), g.data_ptr<acc_t>(), tops.data_ptr<acc_t>(), n, c);
   });
   g.exp_();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "encouraging_cpu", [&] {

@@ -17,6 +17,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
 
 # On the CPU the kernel tests run in a fresh interpreter (one subprocess, ``test_kernels_in_fresh_interpreter``):
 # TRITON_INTERPRET must be set before triton and the kernel are first imported, and other test modules (torch
@@ -28,11 +32,12 @@ pytest.importorskip("triton")
 here = pytest.mark.skipif(not RUN_HERE, reason="runs in test_kernels_in_fresh_interpreter's subprocess")
 
 from encouraging import encouraging_loss, linear_encouraging_loss  # noqa: E402
+from encouraging.losses import disable_checks  # noqa: E402
 
 if RUN_HERE:
     from encouraging.losses.triton import available, el_loss_and_grad
 
-from .helpers import assert_close  # noqa: E402
+from .helpers import assert_close, examples  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -128,6 +133,134 @@ def test_materialized_logits_through_impl_triton(name):
                                     **{k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in opts.items()})
         assert_close(reduced.double(), expected.detach(), torch.float32, atol=1e-4, rtol=1e-5)
         assert torch.isfinite(reduced_grad).all()
+
+
+@st.composite
+def launch_cases(draw):
+    """Every option the few-launch path (``triton.loss``) takes: reductions, smoothing, log_end, bonus_scale (0
+    included: ``impl='triton'`` keeps the kernel), the floor, class weights, and ignored rows (none, some, all)."""
+    n, v = draw(st.integers(1, 9)), draw(st.sampled_from([2, 37, 300]))
+    opts = dict(
+        reduction=draw(st.sampled_from(["mean", "sum", "none"])),
+        label_smoothing=draw(st.sampled_from([0.0, 0.0, 0.1])),
+        log_end=draw(st.sampled_from([0.0, 0.3, 0.75, 1.0])),
+        bonus_scale=draw(st.sampled_from([0.0, 1.0, 2.5])),
+        bonus_floor=draw(st.sampled_from([0.0, 0.0, 1e-5, 0.3])),
+    )
+    return n, v, opts, draw(st.booleans()), draw(st.sampled_from(["none", "some", "all"])), draw(st.integers(0, 99))
+
+
+@here
+@given(launch_cases())
+@settings(max_examples=examples(25 if os.environ.get("ENCOURAGING_TRITON_QUICK") == "1" else 150), deadline=None)
+def test_few_launch_path_equals_the_reference(case):
+    """``encouraging_loss(impl='triton')`` of plain ``(N, C)`` logits takes the few-launch path, and its loss and
+    gradient (random upstream for ``'none'``) are as close to float64 truth as the float32 reference's."""
+    n, v, opts, weighted, ignored, seed = case
+    g = torch.Generator().manual_seed(seed)
+    logits = (torch.randn(n, v, generator=g) * 3).to(DEVICE)
+    target = torch.randint(v, (n,), generator=g)
+    if ignored != "none":
+        target[:: 1 if ignored == "all" else 2] = -100
+    target = target.to(DEVICE)
+    weight = (torch.rand(v, generator=g) + 0.5).to(DEVICE) if weighted else None
+    upstream = torch.rand(n, generator=g).add(0.5).to(DEVICE) if opts["reduction"] == "none" else None
+    results, paths = [], []
+    for impl, dtype in (("triton", torch.float32), ("autograd", torch.float64), ("autograd", torch.float32)):
+        x = logits.to(dtype).requires_grad_()
+        loss = encouraging_loss(x, target, weight.to(dtype) if weighted else None, impl=impl, **opts)
+        paths.append(type(loss.grad_fn).__name__)
+        results.append((loss.detach(), *torch.autograd.grad(loss, x, upstream)))
+    assert paths[0] == "_TritonEncouragingLossBackward" and results[0][0].dtype == torch.float32
+    (out, out_grad), (truth, truth_grad), (ref, ref_grad) = ((a.double(), b.double()) for a, b in results)
+    if opts["reduction"] == "mean" and (target == -100).all():  # 0 / 0, as F.cross_entropy
+        assert out.isnan() and truth.isnan() and not out_grad.any()
+        return
+    for name, a, r, t in (("loss", out, ref, truth), ("grad", out_grad, ref_grad, truth_grad)):
+        err, err_ref = (a - t).abs().max().item(), (r - t).abs().max().item()
+        assert err <= 2 * err_ref + 2e-6 * max(1.0, t.abs().max().item()), f"{name}: {err} vs torch {err_ref}"
+
+
+@here
+def test_few_launch_path_is_taken_and_launches_as_few_kernels_as_cross_entropy():
+    """The kernels one forward+backward starts, counted below autograd (aten ops that launch work, Triton
+    launches as one each): EL at most F.cross_entropy's count plus the target-range assert, EL with smoothing fewer
+    than smoothed CE. On the CPU interpreter the assert is a host read, on CUDA ``_assert_async``."""
+    logits = torch.randn(64, 10, device=DEVICE)
+    target = torch.randint(10, (64,), device=DEVICE)
+
+    def count(fn):
+        x = logits.clone().requires_grad_()
+        with _Launches() as launches:
+            fn(x).backward()
+        return launches.names
+
+    ce = count(lambda x: F.cross_entropy(x, target))
+    ce_smooth = count(lambda x: F.cross_entropy(x, target, label_smoothing=0.1))
+    for kwargs in ({}, dict(log_end=1.0), dict(label_smoothing=0.1)):
+        x = logits.clone().requires_grad_()
+        assert type(encouraging_loss(x, target, impl="triton", **kwargs).grad_fn).__name__ == \
+            "_TritonEncouragingLossBackward"
+        el = count(lambda x, kwargs=kwargs: encouraging_loss(x, target, impl="triton", **kwargs))
+        assert el.count("triton") == 2, el  # target_stats and the row kernel
+        assert len(el) <= len(ce) + 1, (el, ce)
+        assert len(el) < len(ce_smooth), (el, ce_smooth)
+
+
+class _Launches(TorchDispatchMode):
+    """Names of the ops that start device work: aten ops other than allocations and views, and Triton launches
+    as ``"triton"`` (the interpreter's own tensor traffic inside a launch is not counted)."""
+
+    FREE = {"empty", "empty_like", "empty_strided", "new_empty", "select", "slice", "unsqueeze", "squeeze", "view",
+            "expand", "t", "detach", "alias", "lift_fresh"}
+
+    def __enter__(self):
+        from encouraging.losses.triton import el
+
+        self.names, self._inside = [], 0
+        self._kernel_class = kernel_class = type(el._el_kernel)  # JITFunction, or the interpreter's
+        self._run = run = kernel_class.run
+
+        def counted(kernel, *args, **kwargs):
+            self.names.append("triton")
+            self._inside += 1
+            try:
+                return run(kernel, *args, **kwargs)
+            finally:
+                self._inside -= 1
+
+        kernel_class.run = counted
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        self._kernel_class.run = self._run
+        return super().__exit__(*exc)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if not self._inside and name not in self.FREE:
+            self.names.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+@here
+def test_few_launch_path_target_range():
+    """A target outside [0, C) that is not ignore_index: ValueError on the CPU (CUDA asserts on the device, as
+    F.cross_entropy, which would poison this process's context); with the checks off the row kernel never reads
+    outside the row and gives that row a NaN loss and gradient, the others their values."""
+    x = torch.randn(4, 5, device=DEVICE, requires_grad=True)
+    bad = torch.tensor([0, 7, -100, 2], device=DEVICE)
+    if DEVICE == "cpu":
+        with pytest.raises(ValueError, match=r"target contains class index 7, outside \[0, 5\) and not ignore_index"):
+            encouraging_loss(x, bad, impl="triton")
+    with disable_checks():
+        loss = encouraging_loss(x, bad, impl="triton", reduction="none")
+        (grad,) = torch.autograd.grad(loss.sum(), x)
+    good = bad.clone()
+    good[1] = -100
+    assert loss[1].isnan() and grad[1].isnan().all() and not grad[2].any()
+    expected = encouraging_loss(x, good, impl="autograd", reduction="none")
+    assert_close(loss[[0, 2, 3]], expected[[0, 2, 3]].detach(), torch.float32)
 
 
 @here

@@ -85,20 +85,27 @@ def all_targets_valid(target: Tensor, num_classes: int, ignore_index: int) -> bo
 def check_target_range(target: Tensor, index: Tensor, num_classes: int, ignore_index: int) -> None:
     """Every class index is in [0, C) or equals ignore_index (``index``: the targets with ignored ones set to 0).
 
-    One ``aminmax`` pass. On the CPU a bad index raises ``ValueError`` naming it. On an accelerator the check is a
-    device-side assert (``torch._assert_async``), as ``F.cross_entropy`` does it: a host sync per call would stall
-    the GPU pipeline. Skipped under ``torch.compile`` and inside :func:`disable_checks`.
+    One ``aminmax`` pass, then :func:`assert_targets_in_range`. Skipped under ``torch.compile`` and inside
+    :func:`disable_checks`.
     """
     if not data_checks_enabled() or index.numel() == 0:
         return
     low, high = torch.aminmax(index)
-    ok = (low >= 0) & (high < num_classes)
-    if index.device.type != "cpu":
+    assert_targets_in_range((low >= 0) & (high < num_classes), target, num_classes, ignore_index)
+
+
+def assert_targets_in_range(ok: Tensor, target: Tensor, num_classes: int, ignore_index: int) -> None:
+    """Act on ``ok``, a one-element tensor that is nonzero when every class index of ``target`` is in [0, C) or
+    ``ignore_index``. On the CPU a bad index raises ``ValueError`` naming it. On an accelerator it is a device-side
+    assert (``torch._assert_async``), as ``F.cross_entropy`` does it: a host sync per call would stall the GPU
+    pipeline."""
+    if ok.device.type != "cpu":
         torch._assert_async(ok, f"target has a class index outside [0, {num_classes}) that is not "
                                 f"ignore_index={ignore_index}")
         return
     if not bool(ok):
-        value = int(target[(index < 0) | (index >= num_classes)].flatten()[0])
+        outside = (target != ignore_index) & ((target < 0) | (target >= num_classes))
+        value = int(target[outside].flatten()[0])
         raise ValueError(
             f"target contains class index {value}, outside [0, {num_classes}) "
             f"and not ignore_index={ignore_index}"

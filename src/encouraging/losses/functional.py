@@ -257,6 +257,14 @@ def encouraging_loss(
         return cpu_kernel.encouraging_loss(input, target, weight, None, ignore_index, reduction,
                                            float(label_smoothing), float(log_end), float(bonus_scale),
                                            float(bonus_floor))
+    if _plain_triton_call(impl, input, target, weight, bonus, bonus_scale, bonus_start, bonus_weight, log_probs):
+        check_reduction(reduction)
+        check_range("label_smoothing", label_smoothing, 0.0, 1.0)
+        bonus_params(bonus, log_end, bonus_scale, gamma, bonus_start, bonus_floor)
+        from .triton import loss as triton_loss
+
+        return triton_loss.encouraging_loss(input, target, weight, ignore_index, reduction, float(label_smoothing),
+                                            float(log_end), float(bonus_scale), float(bonus_floor))
     learned = [name for name, x in (("weight", weight), ("bonus_weight", bonus_weight), ("target", target))
                if isinstance(x, Tensor) and x.requires_grad]
     functorch = torch._C._are_functorch_transforms_active()  # torch.func's grad / vmap: op by op only
@@ -309,6 +317,31 @@ def _plain_kernel_call(impl: str, input: Tensor, target: Tensor, weight: Tensor 
             and cpu_kernel.unsupported(input, target, label_smoothing, bonus, log_end, bonus_start,
                                        bonus_floor) is None
             and cpu_kernel.available())
+
+
+def _plain_triton_call(impl: str, input: Tensor, target: Tensor, weight: Tensor | None, bonus: str,
+                       bonus_scale: float, bonus_start: float, bonus_weight: Tensor | str | None,
+                       log_probs: bool) -> bool:
+    """Whether this call goes straight to :mod:`encouraging.losses.triton.loss` (a few launches, as
+    ``F.cross_entropy``): eager ``(N, C)`` logits of a Triton dtype with contiguous rows on CUDA (or on any device
+    with ``impl='triton'`` under the interpreter), ``(N,)`` int64 targets, the log bonus without ``bonus_start``,
+    no bonus weights, a plain ``(C,)`` class weight or none. Every other call, and every bad argument, takes the
+    general path, which gives the errors."""
+    if not (impl in ("auto", "triton") and isinstance(input, Tensor) and isinstance(target, Tensor)
+            and input.dim() == 2 and input.shape[0] > 0 and input.stride(1) == 1
+            and input.dtype in (torch.float32, torch.float16, torch.bfloat16)
+            and target.dtype == torch.int64 and target.dim() == 1 and target.shape[0] == input.shape[0]
+            and target.device == input.device and bonus == "log" and bonus_start == 0.0 and bonus_weight is None
+            and not log_probs and (bonus_scale != 0.0 or impl == "triton")
+            and (weight is None or (isinstance(weight, Tensor) and weight.is_floating_point() and weight.dim() == 1
+                                    and weight.shape[0] == input.shape[1] and weight.device == input.device
+                                    and not weight.requires_grad))
+            and (input.device.type == "cuda" or impl == "triton")
+            and not torch.compiler.is_compiling() and not torch._C._are_functorch_transforms_active()):
+        return False
+    from .triton import available
+
+    return available(input.device)
 
 
 def _use_cpp(impl: str, t: Targets, label_smoothing: float, bonus: str, log_end: float, bonus_start: float,

@@ -456,16 +456,23 @@ class _FusedEncouragingLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        if torch.is_grad_enabled():  # autograd runs backward in grad mode only for create_graph=True
-            raise RuntimeError("the fused encouraging loss is first-order: for second derivatives "
-                               "(create_graph=True) compute it with impl='autograd'")
-        (grad,) = ctx.saved_tensors
-        if not ctx.per_element and _worth_reading(grad_out, grad) and float(grad_out) == 1.0:
-            # loss.backward() of the loss itself: the saved gradient is the answer. Autograd releases the saved
-            # tensor before passing this on, so the leaf takes it without a copy (with retain_graph it copies).
-            return grad, None, None, None, None, None, None, None
-        scale = grad_out.unsqueeze(1) if ctx.per_element else grad_out
-        return grad * scale.to(grad.dtype), None, None, None, None, None, None, None
+        return saved_grad_times(ctx, grad_out), None, None, None, None, None, None, None
+
+
+def saved_grad_times(ctx, grad_out: Tensor) -> Tensor:
+    """Backward of a fused loss: the gradient its forward saved (``ctx.saved_tensors``) times ``grad_out``, one
+    per row when ``ctx.per_element``; the saved tensor itself when a reduced loss's upstream gradient is exactly 1
+    (:func:`_worth_reading`). Refuses ``create_graph=True`` (first-order only)."""
+    if torch.is_grad_enabled():  # autograd runs backward in grad mode only for create_graph=True
+        raise RuntimeError("the fused encouraging loss is first-order: for second derivatives "
+                           "(create_graph=True) compute it with impl='autograd'")
+    (grad,) = ctx.saved_tensors
+    if not ctx.per_element and _worth_reading(grad_out, grad) and float(grad_out) == 1.0:
+        # loss.backward() of the loss itself: the saved gradient is the answer. Autograd releases the saved
+        # tensor before passing this on, so the leaf takes it without a copy (with retain_graph it copies).
+        return grad
+    scale = grad_out.unsqueeze(1) if ctx.per_element else grad_out
+    return grad * scale.to(grad.dtype)
 
 
 def fused_encouraging_loss(logits: Tensor, target: Tensor, class_weight: Tensor | None,

@@ -50,22 +50,31 @@ def _dense_bonus(p, log_end, cap, FULL: tl.constexpr):
 
 @triton.jit
 def _el_kernel(
-    x_ptr, x_stride, g_ptr, g_stride, y_ptr, scale_ptr, w_ptr, v_ptr, loss_ptr,
+    x_ptr, x_stride, g_ptr, g_stride, y_ptr, scale_ptr, scale_stride, w_ptr, v_ptr, loss_ptr,
     V, ignore_index, eps, rho, log_end, cap, log_floor,
-    HAS_W: tl.constexpr, HAS_V: tl.constexpr, HAS_SCALE: tl.constexpr, SMOOTH: tl.constexpr,
-    FULL: tl.constexpr, HAS_FLOOR: tl.constexpr, COMPUTE_GRAD: tl.constexpr, BLOCK: tl.constexpr,
+    HAS_W: tl.constexpr, HAS_V: tl.constexpr, HAS_SCALE: tl.constexpr, SCALE_LOSS: tl.constexpr,
+    SMOOTH: tl.constexpr, FULL: tl.constexpr, HAS_FLOOR: tl.constexpr, COMPUTE_GRAD: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     # int64: row * stride overflows int32 once N * V > 2^31 (16k tokens at V = 128k).
     row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * x_stride
     g_row = g_ptr + row * g_stride
     y = tl.load(y_ptr + row)
-    if y == ignore_index:
-        tl.store(loss_ptr + row, 0.0)
+    if HAS_SCALE:  # per row (scale_stride 1) or one for all rows (0: the 'mean' reciprocal)
+        scale = tl.load(scale_ptr + row * scale_stride)
+    else:
+        scale = 1.0
+    if (y == ignore_index) | (y < 0) | (y >= V):
+        # ignored: loss and gradient 0. Out of range (the caller asserts on it; never read out of bounds): NaN.
+        fill = tl.where(y == ignore_index, 0.0, float("nan"))
+        # times the shared scale: 0 * inf = NaN is torch's 'mean' of an all-ignored batch (0 / 0)
+        tl.store(loss_ptr + row, fill * scale if SCALE_LOSS else fill)
         if COMPUTE_GRAD:
             for start in range(0, V, BLOCK):
                 offs = start + tl.arange(0, BLOCK)
-                tl.store(g_row + offs, tl.zeros([BLOCK], tl.float32).to(g_ptr.dtype.element_ty), mask=offs < V)
+                tl.store(g_row + offs, (tl.zeros([BLOCK], tl.float32) + fill).to(g_ptr.dtype.element_ty),
+                         mask=offs < V)
         return
 
     # ---- pass 1: lse (online), lse over k != y (full bonus), sum_k w_k f_k (smoothing)
@@ -154,7 +163,7 @@ def _el_kernel(
             dense += tl.sum(tl.where(keep, v * value, 0.0), 0)
             c_other += tl.sum(tl.where(keep, share * (-w + rho * v * beta), 0.0), 0)
         loss += rho * share * dense
-    tl.store(loss_ptr + row, loss)
+    tl.store(loss_ptr + row, loss * scale if SCALE_LOSS else loss)
 
     # ---- pass 3: d L / d f_j = c_j - p_j sum_k c_k, times the row's upstream gradient. The target's entry is
     # c_y (1 - p_y) - p_y sum_{k != y} c_k with the exact 1 - p_y: c_y - p_y sum_k c_k would cancel
@@ -162,10 +171,6 @@ def _el_kernel(
     if COMPUTE_GRAD:
         c_sum = c_y + c_other + full_coef
         grad_y = c_y * one_minus - p_y * (c_other + full_coef)
-        if HAS_SCALE:
-            scale = tl.load(scale_ptr + row)
-        else:
-            scale = 1.0
         for start in range(0, V, BLOCK):
             offs = start + tl.arange(0, BLOCK)
             mask = offs < V
@@ -241,17 +246,61 @@ def el_loss_and_grad(
     target = target.to(logits.device).long().contiguous()
     loss = torch.empty(n, dtype=torch.float32, device=logits.device)
     grad = (logits if inplace else torch.empty_like(logits)) if compute_grad else None
+    launch(logits, target, w, v, loss, grad, ignore_index, label_smoothing, log_end, bonus_scale, bonus_floor,
+           scale=scale, block_size=block_size)
+    return loss, grad
+
+
+def launch(logits: Tensor, target: Tensor, weight: Tensor | None, bonus_weight: Tensor | None, loss: Tensor,
+           grad: Tensor | None, ignore_index: int, label_smoothing: float, log_end: float, bonus_scale: float,
+           bonus_floor: float, *, scale: Tensor | None = None, shared_scale: bool = False,
+           block_size: int | None = None) -> None:
+    """One launch of the kernel over checked arguments: float32 contiguous ``weight``, ``bonus_weight`` and
+    ``scale`` on the logits' device, ``(N,)`` int64 ``target``, the ``(N,)`` float32 ``loss`` and the ``grad``
+    (None: loss only) to write. ``scale`` is one per row, or with ``shared_scale`` its first element for every row,
+    which then scales the stored losses too (the 'mean' reciprocal, see :func:`target_stats`)."""
+    n, vocab = logits.shape
     if n == 0:
-        return loss, grad
+        return
     out = grad if grad is not None else logits  # not written without COMPUTE_GRAD
     block = block_size or _block_size(vocab)
     _el_kernel[(n,)](
         logits, logits.stride(0), out, out.stride(0), target, scale if scale is not None else loss,
-        w if w is not None else loss, v if v is not None else loss, loss,
+        0 if shared_scale else 1, weight if weight is not None else loss,
+        bonus_weight if bonus_weight is not None else loss, loss,
         vocab, ignore_index, float(label_smoothing), float(bonus_scale), float(log_end),
         min(P_CAP, 1.0 - bonus_floor), math.log(bonus_floor) if bonus_floor > 0.0 else 0.0,
-        HAS_W=w is not None, HAS_V=v is not None, HAS_SCALE=scale is not None, SMOOTH=label_smoothing > 0.0,
-        FULL=log_end == 1.0, HAS_FLOOR=bonus_floor > 0.0, COMPUTE_GRAD=compute_grad, BLOCK=block,
-        num_warps=8 if block >= 4096 else 4,
+        HAS_W=weight is not None, HAS_V=bonus_weight is not None, HAS_SCALE=scale is not None,
+        SCALE_LOSS=shared_scale, SMOOTH=label_smoothing > 0.0, FULL=log_end == 1.0, HAS_FLOOR=bonus_floor > 0.0,
+        COMPUTE_GRAD=grad is not None, BLOCK=block, num_warps=8 if block >= 4096 else 4,
     )
-    return loss, grad
+
+
+@triton.jit
+def _target_stats_kernel(y_ptr, w_ptr, out_ptr, N, V, ignore_index, HAS_W: tl.constexpr, BLOCK: tl.constexpr):
+    # one program: N targets are a few KiB, far less than the row kernel reads; the order of the sum is fixed
+    total = tl.zeros([BLOCK], tl.float32)
+    bad = tl.zeros([BLOCK], tl.int32)
+    for start in range(0, N, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        y = tl.load(y_ptr + offs, mask=offs < N, other=ignore_index)
+        kept = y != ignore_index
+        inside = (y >= 0) & (y < V)
+        bad += (kept & ~inside).to(tl.int32)
+        if HAS_W:
+            total += tl.load(w_ptr + y, mask=kept & inside, other=0.0)
+        else:
+            total += (kept & inside).to(tl.float32)
+    tl.store(out_ptr, 1.0 / tl.sum(total, 0))
+    tl.store(out_ptr + 1, tl.where(tl.sum(bad, 0) == 0, 1.0, 0.0))
+
+
+def target_stats(target: Tensor, weight: Tensor | None, vocab: int, ignore_index: int) -> Tensor:
+    r"""``(2,)`` float32 on the target's device, in one launch and no host read: the reciprocal of the 'mean'
+    normalizer :math:`1 / \sum_{i:\, y_i \ne \text{ignore}} w_{y_i}` (``F.cross_entropy``'s; ``inf`` when it is
+    0) and 1.0 when every target is in ``[0, vocab)`` or ``ignore_index``, else 0.0."""
+    out = torch.empty(2, dtype=torch.float32, device=target.device)
+    block = min(triton.next_power_of_2(max(target.numel(), 1)), 4096)
+    _target_stats_kernel[(1,)](target, weight if weight is not None else out, out, target.numel(), vocab,
+                               ignore_index, HAS_W=weight is not None, BLOCK=block)
+    return out

@@ -138,7 +138,8 @@ def test_materialized_logits_through_impl_triton(name):
 @st.composite
 def launch_cases(draw):
     """Every option the few-launch path (``triton.loss``) takes: reductions, smoothing, log_end, bonus_scale (0
-    included: ``impl='triton'`` keeps the kernel), the floor, class weights, and ignored rows (none, some, all)."""
+    included: ``impl='triton'`` keeps the kernel), the floor, class and bonus weights, and ignored rows (none,
+    some, all)."""
     n, v = draw(st.integers(1, 9)), draw(st.sampled_from([2, 37, 300]))
     opts = dict(
         reduction=draw(st.sampled_from(["mean", "sum", "none"])),
@@ -147,7 +148,8 @@ def launch_cases(draw):
         bonus_scale=draw(st.sampled_from([0.0, 1.0, 2.5])),
         bonus_floor=draw(st.sampled_from([0.0, 0.0, 1e-5, 0.3])),
     )
-    return n, v, opts, draw(st.booleans()), draw(st.sampled_from(["none", "some", "all"])), draw(st.integers(0, 99))
+    weights = draw(st.sampled_from(["none", "weight", "both", "same"]))
+    return n, v, opts, weights, draw(st.sampled_from(["none", "some", "all"])), draw(st.integers(0, 99))
 
 
 @here
@@ -156,19 +158,21 @@ def launch_cases(draw):
 def test_few_launch_path_equals_the_reference(case):
     """``encouraging_loss(impl='triton')`` of plain ``(N, C)`` logits takes the few-launch path, and its loss and
     gradient (random upstream for ``'none'``) are as close to float64 truth as the float32 reference's."""
-    n, v, opts, weighted, ignored, seed = case
+    n, v, opts, weights, ignored, seed = case
     g = torch.Generator().manual_seed(seed)
     logits = (torch.randn(n, v, generator=g) * 3).to(DEVICE)
     target = torch.randint(v, (n,), generator=g)
     if ignored != "none":
         target[:: 1 if ignored == "all" else 2] = -100
     target = target.to(DEVICE)
-    weight = (torch.rand(v, generator=g) + 0.5).to(DEVICE) if weighted else None
+    w = (torch.rand(v, generator=g) + 0.5).to(DEVICE)
     upstream = torch.rand(n, generator=g).add(0.5).to(DEVICE) if opts["reduction"] == "none" else None
     results, paths = [], []
     for impl, dtype in (("triton", torch.float32), ("autograd", torch.float64), ("autograd", torch.float32)):
         x = logits.to(dtype).requires_grad_()
-        loss = encouraging_loss(x, target, weight.to(dtype) if weighted else None, impl=impl, **opts)
+        extra = {"none": {}, "weight": {"weight": w.to(dtype)}, "same": {"weight": w.to(dtype), "bonus_weight": "same"},
+                 "both": {"weight": w.to(dtype), "bonus_weight": w.flip(0).to(dtype)}}[weights]
+        loss = encouraging_loss(x, target, impl=impl, **extra, **opts)
         paths.append(type(loss.grad_fn).__name__)
         results.append((loss.detach(), *torch.autograd.grad(loss, x, upstream)))
     assert paths[0] == "_TritonEncouragingLossBackward" and results[0][0].dtype == torch.float32

@@ -249,22 +249,15 @@ def encouraging_loss(
     """
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
-    if _plain_kernel_call(impl, input, target, weight, label_smoothing, bonus, log_end, bonus_scale, bonus_start,
-                          bonus_weight, bonus_floor, log_probs):
+    kernel = _plain_kernel(impl, input, target, weight, bonus_weight, label_smoothing, bonus, log_end, bonus_scale,
+                           bonus_start, bonus_floor, log_probs)
+    if kernel is not None:
         check_reduction(reduction)
         check_range("label_smoothing", label_smoothing, 0.0, 1.0)
         bonus_params(bonus, log_end, bonus_scale, gamma, bonus_start, bonus_floor)
-        return cpu_kernel.encouraging_loss(input, target, weight, None, ignore_index, reduction,
-                                           float(label_smoothing), float(log_end), float(bonus_scale),
-                                           float(bonus_floor))
-    if _plain_triton_call(impl, input, target, weight, bonus, bonus_scale, bonus_start, bonus_weight, log_probs):
-        check_reduction(reduction)
-        check_range("label_smoothing", label_smoothing, 0.0, 1.0)
-        bonus_params(bonus, log_end, bonus_scale, gamma, bonus_start, bonus_floor)
-        from .triton import loss as triton_loss
-
-        return triton_loss.encouraging_loss(input, target, weight, ignore_index, reduction, float(label_smoothing),
-                                            float(log_end), float(bonus_scale), float(bonus_floor))
+        v = weight if isinstance(bonus_weight, str) else bonus_weight
+        return kernel.encouraging_loss(input, target, weight, v, ignore_index, reduction, float(label_smoothing),
+                                       float(log_end), float(bonus_scale), float(bonus_floor))
     learned = [name for name, x in (("weight", weight), ("bonus_weight", bonus_weight), ("target", target))
                if isinstance(x, Tensor) and x.requires_grad]
     functorch = torch._C._are_functorch_transforms_active()  # torch.func's grad / vmap: op by op only
@@ -300,48 +293,43 @@ def encouraging_loss(
     return t.finish(loss) if reduction == "none" else loss.to(t.out_dtype)
 
 
-def _plain_kernel_call(impl: str, input: Tensor, target: Tensor, weight: Tensor | None, label_smoothing: float,
-                       bonus: str, log_end: float, bonus_scale: float, bonus_start: float,
-                       bonus_weight: Tensor | str | None, bonus_floor: float, log_probs: bool) -> bool:
-    """Whether this call goes straight to the compiled CPU kernel, skipping :func:`prepare`'s layout work (at 10
-    classes the Python around the kernel would cost as much as the kernel): ``(N, C)`` logits, ``(N,)`` int64
-    targets, no bonus weights, a plain ``(C,)`` class weight or none. Every other call, and every bad argument,
-    takes the general path, which gives the errors; the kernel checks the target range itself."""
-    return (impl in ("auto", "cpp") and isinstance(input, Tensor) and input.device.type == "cpu"
-            and isinstance(target, Tensor) and input.dim() == 2 and input.shape[1] >= 2
+def _plain_kernel(impl: str, input: Tensor, target: Tensor, weight: Tensor | None,
+                  bonus_weight: Tensor | str | None, label_smoothing: float, bonus: str, log_end: float,
+                  bonus_scale: float, bonus_start: float, bonus_floor: float, log_probs: bool):
+    """The kernel module that takes this call straight, skipping :func:`prepare`'s layout work (at 10 classes the
+    Python and the small ops around a kernel cost as much as the kernel), or None: the compiled CPU kernel
+    (:mod:`.cpu_kernel`) on the CPU, the few-launch Triton path (:mod:`.triton.loss`) on CUDA or, with
+    ``impl='triton'``, under the interpreter. Both need eager ``(N, C)`` logits with ``C >= 2``, ``(N,)`` int64
+    targets and plain ``(C,)`` class and bonus weights (or ``'same'``) on the logits' device that need no
+    gradient. Every other call, and every bad argument, takes the general path, which gives the errors; the
+    kernels check the target range themselves."""
+    if not (isinstance(input, Tensor) and isinstance(target, Tensor) and input.dim() == 2 and input.shape[1] >= 2
             and target.dtype == torch.int64 and target.dim() == 1 and target.shape[0] == input.shape[0]
-            and bonus_weight is None and not log_probs
-            and (bonus_scale != 0.0 or impl == "cpp") and not torch._C._are_functorch_transforms_active()
-            and (weight is None or (isinstance(weight, Tensor) and weight.is_floating_point() and weight.dim() == 1
-                                    and weight.shape[0] == input.shape[1] and not weight.requires_grad))
-            and cpu_kernel.unsupported(input, target, label_smoothing, bonus, log_end, bonus_start,
-                                       bonus_floor) is None
-            and cpu_kernel.available())
+            and target.device == input.device and not log_probs
+            and _plain_vector(weight, input) and (bonus_weight == "same" or _plain_vector(bonus_weight, input))
+            and not torch._C._are_functorch_transforms_active()):
+        return None
+    if input.device.type == "cpu" and impl in ("auto", "cpp"):
+        usable = ((bonus_scale != 0.0 or impl == "cpp")
+                  and cpu_kernel.unsupported(input, target, label_smoothing, bonus, log_end, bonus_start,
+                                             bonus_floor) is None
+                  and cpu_kernel.available())
+        return cpu_kernel if usable else None
+    if (impl in ("auto", "triton") and (input.device.type == "cuda" or impl == "triton") and input.shape[0] > 0
+            and input.stride(1) == 1 and input.dtype in (torch.float32, torch.float16, torch.bfloat16)
+            and bonus == "log" and bonus_start == 0.0 and (bonus_scale != 0.0 or impl == "triton")
+            and not torch.compiler.is_compiling()):
+        from .triton import available, loss
+
+        return loss if available(input.device) else None
+    return None
 
 
-def _plain_triton_call(impl: str, input: Tensor, target: Tensor, weight: Tensor | None, bonus: str,
-                       bonus_scale: float, bonus_start: float, bonus_weight: Tensor | str | None,
-                       log_probs: bool) -> bool:
-    """Whether this call goes straight to :mod:`encouraging.losses.triton.loss` (a few launches, as
-    ``F.cross_entropy``): eager ``(N, C)`` logits of a Triton dtype with contiguous rows on CUDA (or on any device
-    with ``impl='triton'`` under the interpreter), ``(N,)`` int64 targets, the log bonus without ``bonus_start``,
-    no bonus weights, a plain ``(C,)`` class weight or none. Every other call, and every bad argument, takes the
-    general path, which gives the errors."""
-    if not (impl in ("auto", "triton") and isinstance(input, Tensor) and isinstance(target, Tensor)
-            and input.dim() == 2 and input.shape[0] > 0 and input.stride(1) == 1
-            and input.dtype in (torch.float32, torch.float16, torch.bfloat16)
-            and target.dtype == torch.int64 and target.dim() == 1 and target.shape[0] == input.shape[0]
-            and target.device == input.device and bonus == "log" and bonus_start == 0.0 and bonus_weight is None
-            and not log_probs and (bonus_scale != 0.0 or impl == "triton")
-            and (weight is None or (isinstance(weight, Tensor) and weight.is_floating_point() and weight.dim() == 1
-                                    and weight.shape[0] == input.shape[1] and weight.device == input.device
-                                    and not weight.requires_grad))
-            and (input.device.type == "cuda" or impl == "triton")
-            and not torch.compiler.is_compiling() and not torch._C._are_functorch_transforms_active()):
-        return False
-    from .triton import available
-
-    return available(input.device)
+def _plain_vector(vector: Tensor | str | None, input: Tensor) -> bool:
+    """None, or a floating ``(C,)`` tensor on ``input``'s device that needs no gradient."""
+    return vector is None or (isinstance(vector, Tensor) and vector.is_floating_point() and vector.dim() == 1
+                              and vector.shape[0] == input.shape[1] and vector.device == input.device
+                              and not vector.requires_grad)
 
 
 def _use_cpp(impl: str, t: Targets, label_smoothing: float, bonus: str, log_end: float, bonus_start: float,

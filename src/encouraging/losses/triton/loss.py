@@ -32,8 +32,8 @@ class _TritonEncouragingLoss(torch.autograd.Function):
     gradient (:func:`~encouraging.losses.fused.saved_grad_times`)."""
 
     @staticmethod
-    def forward(ctx, logits, target, weight, ignore_index, reduction, label_smoothing, log_end, bonus_scale,
-                bonus_floor):
+    def forward(ctx, logits, target, weight, bonus_weight, ignore_index, reduction, label_smoothing, log_end,
+                bonus_scale, bonus_floor):
         n, vocab = logits.shape
         mean, check = reduction == "mean", data_checks_enabled()
         stats = target_stats(target, weight, vocab, ignore_index) if mean or check else None
@@ -41,7 +41,7 @@ class _TritonEncouragingLoss(torch.autograd.Function):
             assert_targets_in_range(stats[1], target, vocab, ignore_index)
         loss = torch.empty(n, dtype=torch.float32, device=logits.device)
         grad = torch.empty_like(logits) if ctx.needs_input_grad[0] else None
-        launch(logits, target, weight, None, loss, grad, ignore_index, label_smoothing, log_end, bonus_scale,
+        launch(logits, target, weight, bonus_weight, loss, grad, ignore_index, label_smoothing, log_end, bonus_scale,
                bonus_floor, scale=stats if mean else None, shared_scale=mean)
         ctx.save_for_backward(grad)
         ctx.per_element = reduction == "none"
@@ -49,16 +49,19 @@ class _TritonEncouragingLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        return saved_grad_times(ctx, grad_out), None, None, None, None, None, None, None, None
+        return saved_grad_times(ctx, grad_out), None, None, None, None, None, None, None, None, None
 
 
-def encouraging_loss(logits: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int, reduction: str,
-                     label_smoothing: float, log_end: float, bonus_scale: float, bonus_floor: float) -> Tensor:
+def encouraging_loss(logits: Tensor, target: Tensor, weight: Tensor | None, bonus_weight: Tensor | None,
+                     ignore_index: int, reduction: str, label_smoothing: float, log_end: float, bonus_scale: float,
+                     bonus_floor: float) -> Tensor:
     """The loss of ``(N, C)`` logits (float32, float16 or bfloat16, contiguous rows, ``N > 0``) against ``(N,)``
-    int64 class indices, with the log bonus without ``bonus_start`` and no bonus weights, in the logits' dtype;
-    every argument checked by the caller (:func:`encouraging.losses.encouraging_loss`)."""
-    if weight is not None:
-        weight = weight.to(device=logits.device, dtype=torch.float32).contiguous()
-    loss = _TritonEncouragingLoss.apply(logits, target.contiguous(), weight, ignore_index, reduction,
-                                        label_smoothing, log_end, bonus_scale, bonus_floor)
+    int64 class indices, with the log bonus without ``bonus_start``, in the logits' dtype; every argument checked
+    by the caller (:func:`encouraging.losses.encouraging_loss`)."""
+
+    def f32(vector: Tensor | None) -> Tensor | None:
+        return vector.to(dtype=torch.float32).contiguous() if vector is not None else None
+
+    loss = _TritonEncouragingLoss.apply(logits, target.contiguous(), f32(weight), f32(bonus_weight), ignore_index,
+                                        reduction, label_smoothing, log_end, bonus_scale, bonus_floor)
     return loss.to(logits.dtype)

@@ -232,7 +232,8 @@ def encouraging_loss(
             its memory), ``'cpp'`` does so in one compiled CPU kernel with a C++ backward
             (:mod:`encouraging.losses.cpu_kernel`: 2-D logits, class-index targets, the log bonus without
             ``bonus_start``; label smoothing with ``log_end < 1``), ``'triton'`` in one CUDA kernel
-            (class-index targets, 2-D input, the log bonus without ``bonus_start``), ``'autograd'`` is the
+            (class-index targets, 2-D input, the log bonus without ``bonus_start``; plain ``(N, C)`` calls in as
+            many launches as ``F.cross_entropy``: :mod:`encouraging.losses.triton.loss`), ``'autograd'`` is the
             op-by-op form (it alone has second derivatives, gradients for ``weight``, ``bonus_weight`` or
             probability targets, runs under ``torch.func`` transforms, and takes ``log_probs``); ``'auto'``
             picks ``F.cross_entropy`` itself when ``bonus_scale=0``, ``'autograd'`` where only it applies, else

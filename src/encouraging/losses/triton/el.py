@@ -195,6 +195,10 @@ def _block_size(vocab: int) -> int:
     return min(triton.next_power_of_2(vocab), 8192)
 
 
+def _num_warps(block: int) -> int:
+    return 8 if block >= 4096 else 4
+
+
 def el_loss_and_grad(
     logits: Tensor,
     target: Tensor,
@@ -210,6 +214,7 @@ def el_loss_and_grad(
     compute_grad: bool = True,
     inplace: bool = False,
     block_size: int | None = None,
+    num_warps: int | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     r"""Per-row encouraging loss (log bonus) of ``(N, V)`` logits and its gradient, in one kernel launch.
 
@@ -220,6 +225,8 @@ def el_loss_and_grad(
 
     ``inplace=True`` writes the gradient over ``logits`` (saves one ``(N, V)`` buffer; the caller's logits are
     lost). Otherwise no input is modified. ``bonus_weight`` is a ``(V,)`` tensor (resolve ``'same'`` first).
+    ``block_size`` (a power of two) and ``num_warps`` override the launch configuration (for tuning:
+    ``benchmarks/tune_triton.py``).
     """
     check_floating("logits", logits)
     if logits.dtype not in (torch.float32, torch.float16, torch.bfloat16):
@@ -247,14 +254,14 @@ def el_loss_and_grad(
     loss = torch.empty(n, dtype=torch.float32, device=logits.device)
     grad = (logits if inplace else torch.empty_like(logits)) if compute_grad else None
     launch(logits, target, w, v, loss, grad, ignore_index, label_smoothing, log_end, bonus_scale, bonus_floor,
-           scale=scale, block_size=block_size)
+           scale=scale, block_size=block_size, num_warps=num_warps)
     return loss, grad
 
 
 def launch(logits: Tensor, target: Tensor, weight: Tensor | None, bonus_weight: Tensor | None, loss: Tensor,
            grad: Tensor | None, ignore_index: int, label_smoothing: float, log_end: float, bonus_scale: float,
            bonus_floor: float, *, scale: Tensor | None = None, shared_scale: bool = False,
-           block_size: int | None = None) -> None:
+           block_size: int | None = None, num_warps: int | None = None) -> None:
     """One launch of the kernel over checked arguments: float32 contiguous ``weight``, ``bonus_weight`` and
     ``scale`` on the logits' device, ``(N,)`` int64 ``target``, the ``(N,)`` float32 ``loss`` and the ``grad``
     (None: loss only) to write. ``scale`` is one per row, or with ``shared_scale`` its first element for every row,
@@ -272,7 +279,7 @@ def launch(logits: Tensor, target: Tensor, weight: Tensor | None, bonus_weight: 
         min(P_CAP, 1.0 - bonus_floor), math.log(bonus_floor) if bonus_floor > 0.0 else 0.0,
         HAS_W=weight is not None, HAS_V=bonus_weight is not None, HAS_SCALE=scale is not None,
         SCALE_LOSS=shared_scale, SMOOTH=label_smoothing > 0.0, FULL=log_end == 1.0, HAS_FLOOR=bonus_floor > 0.0,
-        COMPUTE_GRAD=grad is not None, BLOCK=block, num_warps=8 if block >= 4096 else 4,
+        COMPUTE_GRAD=grad is not None, BLOCK=block, num_warps=num_warps or _num_warps(block),
     )
 
 

@@ -1,0 +1,117 @@
+"""Launch configurations of the Triton EL kernel: its time per (block size, warps), to choose the defaults on a GPU.
+
+The row kernel of ``encouraging.losses.triton.el`` runs one program per row with a block of up to 8192 logits and
+8 warps (4 below 4096); Liger-Kernel's cross-entropy uses blocks of up to 32768 and 32 warps on an H100, measured
+by its authors as bandwidth-bound. Which suits EL (whose smoothed form does more arithmetic per logit) is a
+measurement. For each shape and loss (``el``: the paper's default, ``el_le1.0``: the full bonus, ``el_ls0.1``:
+label smoothing 0.1), this times one call of ``el_loss_and_grad`` (loss and gradient of every logit: the whole of
+a forward+backward, backward only scales) for the default block size and every one from 1024 to 32768 up to the
+row's next power of two, each with 4, 8, 16 and 32 warps (the median of ``--reps`` calls, each bracketed by
+``torch.cuda.synchronize``), and prints each beside the current default (``vs_default``; the default's own row is
+marked ``*``).
+
+Run from the repository root: ``python benchmarks/tune_triton.py --device cuda [--shapes 4096x32000]
+[--dtype bf16] [--json PATH]``. ``--device cpu`` only runs under Triton's interpreter (``TRITON_INTERPRET=1``), as
+a smoke test of the script; its times mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "benchmarks")]
+
+import torch  # noqa: E402
+
+from loss import _shapes, environment  # noqa: E402
+
+VARIANTS = {"el": {}, "el_le1.0": {"log_end": 1.0}, "el_ls0.1": {"label_smoothing": 0.1}}
+WARPS = (4, 8, 16, 32)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _median_ms(fn, reps: int, device: str) -> float:
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    fn()  # compiles this configuration
+    times = []
+    for _ in range(reps):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def tune(n: int, c: int, dtype: torch.dtype, device: str, reps: int) -> list[dict]:
+    """One row per (variant, block, warps) at shape (n, c)."""
+    from encouraging.losses.triton import el
+
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(n, c, generator=g) * 3).to(device=device, dtype=dtype)
+    target = torch.randint(c, (n,), generator=g).to(device)
+    default = (el._block_size(c), el._num_warps(el._block_size(c)))
+    blocks = [b for b in (1024, 2048, 4096, 8192, 16384, 32768) if b <= el.triton.next_power_of_2(c)]
+    rows = []
+    for variant, kwargs in VARIANTS.items():
+        timed = {}
+        for block in sorted(set(blocks) | {default[0]}):
+            for warps in WARPS:
+                timed[block, warps] = _median_ms(
+                    lambda block=block, warps=warps, kwargs=kwargs: el.el_loss_and_grad(
+                        logits, target, block_size=block, num_warps=warps, **kwargs),
+                    reps, device)
+        for (block, warps), ms in sorted(timed.items(), key=lambda item: item[1]):
+            rows.append({"variant": variant, "N": n, "C": c, "dtype": str(dtype).removeprefix("torch."),
+                         "block": block, "num_warps": warps, "median_ms": ms, "vs_default": ms / timed[default],
+                         "default": (block, warps) == default})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shapes", type=_shapes, default=_shapes("512x10,256x1000,4096x32000,8192x128256"),
+                        help="comma-separated NxC")
+    parser.add_argument("--device", default="cuda", help="cuda[:i] (cpu: interpreter smoke test only)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    parser.add_argument("--reps", type=int, default=20, help="timed calls per configuration")
+    parser.add_argument("--top", type=int, default=6, help="fastest rows printed per (shape, variant)")
+    parser.add_argument("--json", type=Path, help="also write the machine line and every row as JSON")
+    args = parser.parse_args(argv)
+    from encouraging.losses.triton import available
+
+    if not available(args.device):
+        parser.error(f"--device {args.device}: the Triton kernel needs CUDA and triton (or TRITON_INTERPRET=1)")
+    env = environment(args.device, None)
+    import triton
+
+    machine = (f"machine: {env['machine']} | torch {env['torch']} | triton {triton.__version__} | "
+               f"encouraging {env['encouraging']} ({env['commit']})")
+    print(machine)
+    print(f"{'variant':10} {'N':>6} {'C':>7} {'dtype':>8} {'block':>6} {'warps':>5} {'median_ms':>10} "
+          f"{'vs_default':>10}")
+    rows = []
+    for n, c in args.shapes:
+        shape_rows = tune(n, c, DTYPES[args.dtype], args.device, args.reps)
+        rows += shape_rows
+        for variant in VARIANTS:
+            mine = [r for r in shape_rows if r["variant"] == variant]
+            shown = mine[: args.top] + [r for r in mine[args.top:] if r["default"]]
+            for r in shown:
+                mark = " *" if r["default"] else ""
+                print(f"{variant:10} {n:>6} {c:>7} {r['dtype']:>8} {r['block']:>6} {r['num_warps']:>5} "
+                      f"{r['median_ms']:>10.3f} {r['vs_default']:>9.2f}x{mark}")
+    print("*: the current default (block, warps); vs_default: median time over the default's, same run.")
+    if args.json:
+        args.json.write_text(json.dumps({"header": machine, "rows": rows}, indent=1))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

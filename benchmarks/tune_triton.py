@@ -10,9 +10,14 @@ row's next power of two, each with 4, 8, 16 and 32 warps (the median of ``--reps
 ``torch.cuda.synchronize``), and prints each beside the current default (``vs_default``; the default's own row is
 marked ``*``).
 
+``--static`` needs no GPU: it compiles each configuration for an architecture (``--arch``, default 90: H100) with
+Triton's own toolchain and reads the cubin's resource usage (``cuobjdump -res-usage``): registers per thread, stack
+(spilled registers) and shared memory, and the warps per SM they leave room for (65536 registers, at most 64
+warps: the occupancy that hides memory latency in a streaming kernel).
+
 Run from the repository root: ``python benchmarks/tune_triton.py --device cuda [--shapes 4096x32000]
-[--dtype bf16] [--json PATH]``. ``--device cpu`` only runs under Triton's interpreter (``TRITON_INTERPRET=1``), as
-a smoke test of the script; its times mean nothing.
+[--dtype bf16] [--json PATH]``, or ``python benchmarks/tune_triton.py --static``. ``--device cpu`` only runs under
+Triton's interpreter (``TRITON_INTERPRET=1``), as a smoke test of the script; its times mean nothing.
 """
 
 from __future__ import annotations
@@ -74,6 +79,58 @@ def tune(n: int, c: int, dtype: torch.dtype, device: str, reps: int) -> list[dic
     return rows
 
 
+def _signature(kernel, dtype: str) -> dict[str, str]:
+    """Argument types of the row kernel for :class:`triton.compiler.ASTSource` (its constexprs added by the
+    caller); a kernel whose arguments change fails here, not silently."""
+    types = {"x_ptr": f"*{dtype}", "g_ptr": f"*{dtype}", "y_ptr": "*i64", "scale_ptr": "*fp32", "w_ptr": "*fp32",
+             "v_ptr": "*fp32", "loss_ptr": "*fp32", "x_stride": "i64", "g_stride": "i64", "scale_stride": "i32",
+             "V": "i32", "ignore_index": "i64", "eps": "fp32", "rho": "fp32", "log_end": "fp32", "cap": "fp32",
+             "log_floor": "fp32"}
+    runtime = [p.name for p in kernel.params if not p.is_constexpr]
+    assert sorted(runtime) == sorted(types), f"the kernel's arguments changed: {runtime}"
+    return types
+
+
+def static_rows(dtype: str, arch: int) -> list[dict]:
+    """Resource usage of every (variant, block, warps) configuration compiled for ``arch`` (no GPU needed)."""
+    import re
+    import subprocess
+    import tempfile
+
+    import triton
+    from triton import knobs
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from encouraging.losses.triton import el
+
+    kernel = el._el_kernel
+    rows = []
+    for variant, kwargs in VARIANTS.items():
+        flags = dict(HAS_W=False, HAS_V=False, HAS_SCALE=True, SCALE_LOSS=True, SMOOTH="label_smoothing" in kwargs,
+                     FULL=kwargs.get("log_end") == 1.0, HAS_FLOOR=False, COMPUTE_GRAD=True)
+        for block in (1024, 2048, 4096, 8192, 16384, 32768):
+            for warps in WARPS:
+                constexprs = {**flags, "BLOCK": block}
+                signature = {**_signature(kernel, dtype), **dict.fromkeys(constexprs, "constexpr")}
+                compiled = triton.compile(ASTSource(kernel, signature, constexprs),
+                                          target=GPUTarget("cuda", arch, 32), options={"num_warps": warps})
+                with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
+                    cubin.write(compiled.asm["cubin"])
+                    cubin.flush()
+                    usage = subprocess.run([knobs.nvidia.cuobjdump.path, "-res-usage", cubin.name],
+                                           capture_output=True, text=True, check=True).stdout
+                found = dict(re.findall(r"(REG|STACK|SHARED):(\d+)", usage))
+                regs = int(found["REG"])
+                per_warp = -(-regs // 8) * 8 * 32  # registers are allocated per warp, 8 per thread at a time
+                programs = min(65536 // (per_warp * warps), 64 // warps)
+                rows.append({"variant": variant, "dtype": dtype, "block": block, "num_warps": warps,
+                             "registers": regs, "stack_bytes": int(found["STACK"]),
+                             "shared_bytes": int(found["SHARED"]), "warps_per_sm": programs * warps,
+                             "default": block <= el._block_size(block) and warps == el._num_warps(block)})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", type=_shapes, default=_shapes("512x10,256x1000,4096x32000,8192x128256"),
@@ -83,7 +140,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--reps", type=int, default=20, help="timed calls per configuration")
     parser.add_argument("--top", type=int, default=6, help="fastest rows printed per (shape, variant)")
     parser.add_argument("--json", type=Path, help="also write the machine line and every row as JSON")
+    parser.add_argument("--static", action="store_true", help="resource usage per configuration, no GPU needed")
+    parser.add_argument("--arch", type=int, default=90, help="with --static: the CUDA architecture (90: H100)")
     args = parser.parse_args(argv)
+    if args.static:
+        return _print_static(args)
     from encouraging.losses.triton import available
 
     if not available(args.device):
@@ -108,6 +169,26 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 print(f"{variant:10} {n:>6} {c:>7} {r['dtype']:>8} {r['block']:>6} {r['num_warps']:>5} "
                       f"{r['median_ms']:>10.3f} {r['vs_default']:>9.2f}x{mark}")
     print("*: the current default (block, warps); vs_default: median time over the default's, same run.")
+    if args.json:
+        args.json.write_text(json.dumps({"header": machine, "rows": rows}, indent=1))
+    return rows
+
+
+def _print_static(args: argparse.Namespace) -> list[dict]:
+    import triton
+
+    dtype = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16"}[args.dtype]
+    commit = environment("cpu", None)["commit"]
+    machine = f"static: sm_{args.arch} | triton {triton.__version__} | {dtype} logits | encouraging ({commit})"
+    print(machine)
+    print(f"{'variant':10} {'block':>6} {'warps':>5} {'registers':>9} {'stack_B':>7} {'shared_B':>8} {'warps/SM':>8}")
+    rows = static_rows(dtype, args.arch)
+    for r in rows:
+        mark = " *" if r["default"] else ""
+        print(f"{r['variant']:10} {r['block']:>6} {r['num_warps']:>5} {r['registers']:>9} {r['stack_bytes']:>7} "
+              f"{r['shared_bytes']:>8} {r['warps_per_sm']:>8}{mark}")
+    print("*: a default (the block is the row's next power of two up to 8192); stack_B: spilled registers per "
+          "thread; warps/SM: resident warps the registers allow (of 64)")
     if args.json:
         args.json.write_text(json.dumps({"header": machine, "rows": rows}, indent=1))
     return rows

@@ -79,42 +79,23 @@ def tune(n: int, c: int, dtype: torch.dtype, device: str, reps: int) -> list[dic
     return rows
 
 
-def _signature(kernel, dtype: str) -> dict[str, str]:
-    """Argument types of the row kernel for :class:`triton.compiler.ASTSource` (its constexprs added by the
-    caller); a kernel whose arguments change fails here, not silently."""
-    types = {"x_ptr": f"*{dtype}", "g_ptr": f"*{dtype}", "y_ptr": "*i64", "scale_ptr": "*fp32", "w_ptr": "*fp32",
-             "v_ptr": "*fp32", "loss_ptr": "*fp32", "x_stride": "i64", "g_stride": "i64", "scale_stride": "i32",
-             "V": "i32", "ignore_index": "i64", "eps": "fp32", "rho": "fp32", "log_end": "fp32", "cap": "fp32",
-             "log_floor": "fp32"}
-    runtime = [p.name for p in kernel.params if not p.is_constexpr]
-    assert sorted(runtime) == sorted(types), f"the kernel's arguments changed: {runtime}"
-    return types
-
-
 def static_rows(dtype: str, arch: int) -> list[dict]:
     """Resource usage of every (variant, block, warps) configuration compiled for ``arch`` (no GPU needed)."""
     import re
     import subprocess
     import tempfile
 
-    import triton
     from triton import knobs
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
 
     from encouraging.losses.triton import el
 
-    kernel = el._el_kernel
     rows = []
     for variant, kwargs in VARIANTS.items():
         flags = dict(HAS_W=False, HAS_V=False, HAS_SCALE=True, SCALE_LOSS=True, SMOOTH="label_smoothing" in kwargs,
                      FULL=kwargs.get("log_end") == 1.0, HAS_FLOOR=False, COMPUTE_GRAD=True)
         for block in (1024, 2048, 4096, 8192, 16384, 32768):
             for warps in WARPS:
-                constexprs = {**flags, "BLOCK": block}
-                signature = {**_signature(kernel, dtype), **dict.fromkeys(constexprs, "constexpr")}
-                compiled = triton.compile(ASTSource(kernel, signature, constexprs),
-                                          target=GPUTarget("cuda", arch, 32), options={"num_warps": warps})
+                compiled = el.compile_for(arch, dtype=dtype, num_warps=warps, BLOCK=block, **flags)
                 with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
                     cubin.write(compiled.asm["cubin"])
                     cubin.flush()

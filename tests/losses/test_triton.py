@@ -1,6 +1,7 @@
-"""The Triton EL kernel against the PyTorch loss: value and logits gradient across shapes (odd sizes, several
-blocks per row), ignore_index, label smoothing, class and bonus weights, log_end (0, 0.3, 0.75, 1), the floor,
-per-row gradient scales, extreme logits and dtypes; in-place only when asked; and the chunked linear path with
+"""The Triton EL kernels against the PyTorch loss: value and logits gradient across shapes (odd sizes, several
+blocks per row), class indices and probability targets, ignore_index, label smoothing, class and bonus weights,
+log_end (0, 0.3, 0.75, 1), the floor, per-row gradient scales, extreme logits and dtypes; the few-launch path
+(hypothesis, launch counts, target range); in-place only when asked; and the chunked linear path with
 ``impl='triton'`` against ``impl='torch'``.
 
 Without a GPU the kernel runs in Triton's interpreter on CPU tensors, in a fresh pytest subprocess with
@@ -108,6 +109,33 @@ def test_kernel_parity(shape, name):
     loss, grad = el_loss_and_grad(logits, target, grad_scale=scale, block_size=block, **opts)
     _assert_like_torch(loss, grad, logits, target, opts, scale)
     assert torch.equal(grad[0], torch.zeros_like(grad[0]))  # the ignored row
+
+
+@here
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_kernel_parity_probability_targets(shape, name):
+    """Probability targets (the second kernel): every class's bonus the floored dense one, judged like the class
+    index kernel; also with ``impl='triton'`` through autograd, each reduction."""
+    n, v, block = shape
+    logits = torch.randn(n, v, device=DEVICE) * 3
+    probs = torch.softmax(torch.randn(n, v, device=DEVICE) * 2, 1)
+    probs[0] = torch.nn.functional.one_hot(torch.tensor(v - 1), v).float()  # a one-hot row: the last class
+    scale = torch.rand(n, device=DEVICE) + 0.5
+    opts = _options(OPTIONS[name], v)
+    loss, grad = el_loss_and_grad(logits, probs, grad_scale=scale, block_size=block, **opts)
+    _assert_like_torch(loss, grad, logits, probs, opts, scale)
+    kwargs = {k: (v.float() if isinstance(v, torch.Tensor) else v) for k, v in opts.items()}
+    for reduction in ("mean", "sum"):
+        x = logits.clone().requires_grad_()
+        reduced = encouraging_loss(x, probs, reduction=reduction, impl="triton", **kwargs)
+        (reduced_grad,) = torch.autograd.grad(reduced, x)
+        x64 = logits.double().requires_grad_()
+        expected = encouraging_loss(x64, probs.double(), reduction=reduction, impl="autograd",
+                                    **{k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in opts.items()})
+        (expected_grad,) = torch.autograd.grad(expected, x64)
+        assert_close(reduced.double(), expected.detach(), torch.float32, atol=1e-4, rtol=1e-5)
+        assert_close(reduced_grad.double(), expected_grad, torch.float32, atol=1e-5, rtol=1e-4)
 
 
 @here
@@ -284,15 +312,20 @@ def test_kernel_half_precision(dtype, name):
 
 
 @here
+@pytest.mark.parametrize("soft", [False, True], ids=["indices", "probabilities"])
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
-def test_kernel_extreme_logits_full_bonus(label_smoothing):
+def test_kernel_extreme_logits_full_bonus(label_smoothing, soft):
     # 1 - p_y = e^-1e4 underflows: the full bonus's slope -p / (1 - p) would overflow; value and gradient must
-    # stay finite and match the exact float64 loss (whose target gradient is exactly -1 + smoothing terms).
+    # stay finite and match the exact float64 loss (whose target gradient is exactly -1 + smoothing terms). With
+    # probability targets every class's bonus is floored (at 1 - p = 1e-5), the top class's 1 - p exact.
     logits = torch.full((3, 40), -1e4, device=DEVICE)
     logits[0, 5] = 1e4
     logits[1] = torch.randn(40, device=DEVICE)
     logits[2, 7] = 1e4
     target = torch.tensor([5, 3, 9], device=DEVICE)
+    if soft:
+        target = torch.softmax(torch.randn(3, 40, device=DEVICE), 1).mul(0.5).add(
+            torch.nn.functional.one_hot(target, 40), alpha=0.5)
     opts = dict(log_end=1.0, label_smoothing=label_smoothing)
     loss, grad = el_loss_and_grad(logits, target, block_size=16, **opts)
     assert torch.isfinite(loss).all() and torch.isfinite(grad).all()
@@ -321,6 +354,7 @@ def test_inplace_only_when_asked():
         (dict(logits=torch.randn(3, 5, dtype=torch.float64)), TypeError, "float32, float16 or bfloat16"),
         (dict(logits=torch.randn(5, 3).t()), ValueError, "contiguous rows"),
         (dict(target=torch.zeros(2, dtype=torch.long)), ValueError, r"target must be a \(3,\) tensor"),
+        (dict(target=torch.rand(3, 4)), ValueError, r"or \(3, 5\) probabilities, got shape \(3, 4\)"),
         (dict(weight=torch.rand(4)), ValueError, "weight must be a 1-D tensor of length C=5"),
         (dict(log_end=2.0), ValueError, "log_end must be in"),
         (dict(grad_scale=torch.ones(2)), ValueError, r"grad_scale must have shape \(3,\)"),
@@ -354,6 +388,33 @@ def test_linear_triton_matches_torch(opts, reduction):
         results.append((out, *torch.autograd.grad(out.sum(), (hidden, weight, bias))))
     for a, b in zip(*results, strict=True):
         assert_close(a, b, torch.float32, rtol=1e-4, atol=1e-5)
+
+
+COMPILE_CASES = {
+    "rows": {},
+    "rows-full-floor-weights": dict(FULL=True, HAS_FLOOR=True, HAS_W=True, HAS_V=True, HAS_SCALE=True),
+    "rows-smooth-mean": dict(SMOOTH=True, HAS_SCALE=True, SCALE_LOSS=True),
+    "rows-loss-only-bf16": dict(COMPUTE_GRAD=False, dtype="bf16"),
+    "soft-weights": dict(kernel="soft", HAS_W=True, HAS_V=True, HAS_SCALE=True),
+    "soft-full-fp16": dict(kernel="soft", FULL=True, dtype="fp16"),
+    "stats": dict(kernel="stats", HAS_W=True),
+}
+
+
+@pytest.mark.skipif(IN_CHILD or os.environ.get("TRITON_INTERPRET") == "1",
+                    reason="compiles the kernels (the interpreter replaces triton.jit)")
+@pytest.mark.parametrize("name", list(COMPILE_CASES))
+def test_kernels_compile_for_the_h100(name):
+    """Triton's own toolchain builds each kernel for sm_90 without a GPU: the interpreter runs a kernel's Python,
+    not its compilation, so a construct that only fails to compile would pass every other test on the CPU."""
+    from encouraging.losses.triton import el
+
+    case = dict(COMPILE_CASES[name])
+    kernel, dtype = case.pop("kernel", "rows"), case.pop("dtype", "fp32")
+    jit = {"rows": el._el_kernel, "soft": el._el_soft_kernel, "stats": el._target_stats_kernel}[kernel]
+    flags = {p.name: p.name == "COMPUTE_GRAD" for p in jit.params if p.is_constexpr and p.name != "BLOCK"}
+    compiled = el.compile_for(90, kernel, dtype=dtype, num_warps=4, BLOCK=1024, **{**flags, **case})
+    assert ".entry" in compiled.asm["ptx"] and compiled.asm["cubin"]
 
 
 @pytest.mark.skipif(RUN_HERE, reason="the kernel tests run in this process")

@@ -232,8 +232,9 @@ def encouraging_loss(
             its memory), ``'cpp'`` does so in one compiled CPU kernel with a C++ backward
             (:mod:`encouraging.losses.cpu_kernel`: 2-D logits, class-index targets, the log bonus without
             ``bonus_start``; label smoothing with ``log_end < 1``), ``'triton'`` in one CUDA kernel
-            (class-index targets, 2-D input, the log bonus without ``bonus_start``; plain ``(N, C)`` calls in as
-            many launches as ``F.cross_entropy``: :mod:`encouraging.losses.triton.loss`), ``'autograd'`` is the
+            (class indices or probabilities, 2-D input, the log bonus without ``bonus_start``; plain ``(N, C)``
+            calls in as many launches as ``F.cross_entropy``: :mod:`encouraging.losses.triton.loss`), ``'autograd'``
+            is the
             op-by-op form (it alone has second derivatives, gradients for ``weight``, ``bonus_weight`` or
             probability targets, runs under ``torch.func`` transforms, and takes ``log_probs``); ``'auto'``
             picks ``F.cross_entropy`` itself when ``bonus_scale=0``, ``'autograd'`` where only it applies, else
@@ -354,8 +355,6 @@ def _use_cpp(impl: str, t: Targets, label_smoothing: float, bonus: str, log_end:
 def _triton_unsupported(t: Targets, opts: Options) -> str | None:
     """What keeps the Triton kernel from computing this call, or None."""
     x = t.x
-    if not t.hard:
-        return "probability targets"
     if x.dim() != 2:
         return "input with more than 2 dimensions"
     if x.dtype == torch.float64:

@@ -374,12 +374,12 @@ def soft_loss_and_grad(logits: Tensor, probs: Tensor, class_weight: Tensor | Non
 def triton_loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor | None, bonus_weight: Tensor | None,
                          token_grad: Tensor | None, opts: Options, *,
                          inplace: bool = False) -> tuple[Tensor, Tensor | None]:
-    """:func:`loss_and_grad` by the Triton kernel (2-D logits, ``opts.triton_ready``); ``inplace`` writes the
-    gradient over the logits (for a caller that owns them)."""
+    """:func:`loss_and_grad` (or :func:`soft_loss_and_grad` for probability targets) by the Triton kernels (2-D
+    logits, ``opts.triton_ready``); ``inplace`` writes the gradient over the logits (for a caller that owns them)."""
     from .triton import el_loss_and_grad
 
-    scale = (torch.as_tensor(token_grad, dtype=torch.float32, device=logits.device).expand(target.shape).contiguous()
-             if token_grad is not None else None)
+    scale = (torch.as_tensor(token_grad, dtype=torch.float32, device=logits.device).expand(logits.shape[:1])
+             .contiguous() if token_grad is not None else None)
     return el_loss_and_grad(
         logits, target, class_weight, opts.ignore_index if opts.ignore_index is not None else -1,
         opts.label_smoothing, log_end=opts.log_end,
@@ -394,10 +394,10 @@ def _any_loss_and_grad(
 ) -> tuple[Tensor, Tensor]:
     """Per-element losses and, with ``token_grad``, their weighted sum's logits gradient (else an empty tensor)."""
     opts = Options(ignore_index, label_smoothing, log_end, bonus_scale, bonus, gamma, bonus_start, bonus_floor)
-    if target.is_floating_point():
-        compute = soft_loss_and_grad
+    if use_triton:
+        compute = triton_loss_and_grad
     else:
-        compute = triton_loss_and_grad if use_triton else loss_and_grad
+        compute = soft_loss_and_grad if target.is_floating_point() else loss_and_grad
     loss, grad = compute(logits, target, class_weight, bonus_weight, token_grad, opts)
     return loss, grad if grad is not None else logits.new_empty(0)
 

@@ -21,6 +21,8 @@ Passes over the row (each reads ``V`` logits):
 
 Numerics match :func:`encouraging.losses.encouraging_loss`: float32 inside for every input dtype, the target's
 bonus exact, the non-target (smoothing) log bonus floored at :math:`1 - p \ge 10^{-5}` as in the paper's code.
+Probability targets (mixup, cutmix, distillation) take a second kernel with the same passes, every class's bonus
+the floored one (no class is the target).
 """
 
 from __future__ import annotations
@@ -37,15 +39,24 @@ from ..bonus import P_CAP
 
 
 @triton.jit
-def _dense_bonus(p, log_end, cap, FULL: tl.constexpr):
-    """b(p) and p b'(p) of the floored log bonus for the non-target classes (bonus.py's dense form)."""
-    value = tl.log(1.0 - tl.minimum(p, tl.minimum(log_end, cap)))
-    beta = tl.where((p <= log_end) & (p <= cap), -p / (1.0 - tl.minimum(p, log_end)), 0.0)
+def _dense_bonus(p, one_minus, log_end, cap, FULL: tl.constexpr):
+    """b(p) and p b'(p) of the floored log bonus for the non-target classes (bonus.py's dense form), given
+    ``one_minus`` = 1 - p (exact where the caller has it)."""
+    value = tl.log(tl.maximum(one_minus, 1.0 - tl.minimum(log_end, cap)))
+    beta = tl.where((p <= log_end) & (p <= cap), -p / tl.maximum(one_minus, 1.0 - log_end), 0.0)
     if not FULL:
         past = p > log_end
         value += tl.where(past, (p - log_end) / (log_end - 1.0), 0.0)
         beta += tl.where(past, p / (log_end - 1.0), 0.0)
     return value, beta
+
+
+@triton.jit
+def _online_lse(m, s, f):
+    """One block of an online log-sum-exp: the running max ``m`` and sum ``s`` of ``exp(f - m)`` updated by
+    ``f`` (masked lanes at -inf)."""
+    m_new = tl.maximum(m, tl.max(f, 0))
+    return m_new, s * tl.exp(m - m_new) + tl.sum(tl.exp(f - m_new), 0)
 
 
 @triton.jit
@@ -88,9 +99,7 @@ def _el_kernel(
         offs = start + tl.arange(0, BLOCK)
         mask = offs < V
         f = tl.load(x_row + offs, mask=mask, other=-float("inf")).to(tl.float32)
-        m_new = tl.maximum(m, tl.max(f, 0))
-        s = s * tl.exp(m - m_new) + tl.sum(tl.exp(f - m_new), 0)
-        m = m_new
+        m, s = _online_lse(m, s, f)
         if FULL:
             f_o = tl.where(offs == y, -float("inf"), f)
             m_o_new = tl.maximum(m_o, tl.max(f_o, 0))
@@ -157,7 +166,7 @@ def _el_kernel(
             offs = start + tl.arange(0, BLOCK)
             keep = (offs < V) & (offs != y)
             p = tl.exp(tl.load(x_row + offs, mask=keep, other=0.0).to(tl.float32) - lse)
-            value, beta = _dense_bonus(p, log_end, cap, FULL)
+            value, beta = _dense_bonus(p, 1.0 - p, log_end, cap, FULL)
             w = tl.load(w_ptr + offs, mask=keep, other=0.0) if HAS_W else 1.0
             v = tl.load(v_ptr + offs, mask=keep, other=0.0) if HAS_V else 1.0
             dense += tl.sum(tl.where(keep, v * value, 0.0), 0)
@@ -177,7 +186,7 @@ def _el_kernel(
             f = tl.load(x_row + offs, mask=mask, other=0.0).to(tl.float32)
             p = tl.exp(f - lse)
             if SMOOTH:
-                _, beta = _dense_bonus(p, log_end, cap, FULL)
+                _, beta = _dense_bonus(p, 1.0 - p, log_end, cap, FULL)
                 w = tl.load(w_ptr + offs, mask=mask, other=0.0) if HAS_W else 1.0
                 v = tl.load(v_ptr + offs, mask=mask, other=0.0) if HAS_V else 1.0
                 grad = share * (-w + rho * v * beta) - p * c_sum
@@ -186,6 +195,84 @@ def _el_kernel(
             if FULL:
                 grad += full_coef * tl.exp(f - lse_o)
             grad = tl.where(offs == y, grad_y, grad) * scale
+            tl.store(g_row + offs, grad.to(g_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _el_soft_kernel(
+    x_ptr, x_stride, g_ptr, g_stride, q_ptr, q_stride, scale_ptr, scale_stride, w_ptr, v_ptr, loss_ptr,
+    V, eps, rho, log_end, cap,
+    HAS_W: tl.constexpr, HAS_V: tl.constexpr, HAS_SCALE: tl.constexpr, SCALE_LOSS: tl.constexpr,
+    FULL: tl.constexpr, COMPUTE_GRAD: tl.constexpr, BLOCK: tl.constexpr,
+):
+    # Probability targets t: q = (1 - eps) t + eps / V, every class's bonus the floored dense one. Pass 1: lse,
+    # sum_k q_k w_k f_k and sum_k q_k w_k (the CE term, linear in log p); pass 2: the bonus and sum_k c_k; pass 3:
+    # the gradient c - p sum_k c_k. 1 - p_k is exact for every class: pass 1 keeps the largest logit apart (its
+    # index t, and the others' sum relative to it, online), so the one class whose p can near 1 gets 1 - p as the
+    # others' share instead of a difference that cancels (every other class has p <= 1/2); and its gradient is
+    # c_t (1 - p_t) - p_t sum_{k != t} c_k, as the class-index kernel's target column (c_t - p_t sum_k c_k would
+    # cancel where c_t ~ -1 / (1 - p_t) is large).
+    row = tl.program_id(0).to(tl.int64)
+    x_row = x_ptr + row * x_stride
+    g_row = g_ptr + row * g_stride
+    q_row = q_ptr + row * q_stride
+    if HAS_SCALE:
+        scale = tl.load(scale_ptr + row * scale_stride)
+    else:
+        scale = 1.0
+    m = -float("inf")
+    top = 0  # the index of the largest logit so far (the first of ties)
+    others = 0.0  # sum of exp(f_k - m) over k != top
+    sum_qwf = 0.0
+    sum_qw = 0.0
+    for start in range(0, V, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        mask = offs < V
+        f = tl.load(x_row + offs, mask=mask, other=-float("inf")).to(tl.float32)
+        block_max = tl.max(f, 0)
+        block_top = start + tl.argmax(f, 0)
+        new_top = block_max > m
+        m_new = tl.maximum(m, block_max)
+        # the previous top joins the others when a larger logit arrives (exp(-inf) = 0 on the first block)
+        others = others * tl.exp(m - m_new) + tl.where(new_top, tl.exp(m - m_new), 0.0)
+        others += tl.sum(tl.where(offs == tl.where(new_top, block_top, -1), 0.0, tl.exp(f - m_new)), 0)
+        top = tl.where(new_top, block_top, top)
+        m = m_new
+        qw = tl.where(mask, tl.load(q_row + offs, mask=mask, other=0.0).to(tl.float32) * (1.0 - eps) + eps / V, 0.0)
+        if HAS_W:
+            qw *= tl.load(w_ptr + offs, mask=mask, other=0.0)
+        sum_qwf += tl.sum(tl.where(mask, qw * f, 0.0), 0)
+        sum_qw += tl.sum(qw, 0)
+    lse = m + tl.log(1.0 + others)
+    top_one_minus = others / (1.0 + others)
+    dense = 0.0
+    c_top = 0.0
+    c_other = 0.0
+    for start in range(0, V, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        mask = offs < V
+        p = tl.exp(tl.load(x_row + offs, mask=mask, other=0.0).to(tl.float32) - lse)
+        value, beta = _dense_bonus(p, tl.where(offs == top, top_one_minus, 1.0 - p), log_end, cap, FULL)
+        q = tl.where(mask, tl.load(q_row + offs, mask=mask, other=0.0).to(tl.float32) * (1.0 - eps) + eps / V, 0.0)
+        w = tl.load(w_ptr + offs, mask=mask, other=0.0) if HAS_W else 1.0
+        v = tl.load(v_ptr + offs, mask=mask, other=0.0) if HAS_V else 1.0
+        dense += tl.sum(q * v * value, 0)
+        c = q * (-w + rho * v * beta)  # 0 in masked lanes (q = 0 there)
+        c_top += tl.sum(tl.where(offs == top, c, 0.0), 0)
+        c_other += tl.sum(tl.where(offs == top, 0.0, c), 0)
+    loss = lse * sum_qw - sum_qwf + rho * dense
+    tl.store(loss_ptr + row, loss * scale if SCALE_LOSS else loss)
+    if COMPUTE_GRAD:
+        for start in range(0, V, BLOCK):
+            offs = start + tl.arange(0, BLOCK)
+            mask = offs < V
+            p = tl.exp(tl.load(x_row + offs, mask=mask, other=0.0).to(tl.float32) - lse)
+            _, beta = _dense_bonus(p, tl.where(offs == top, top_one_minus, 1.0 - p), log_end, cap, FULL)
+            q = tl.load(q_row + offs, mask=mask, other=0.0).to(tl.float32) * (1.0 - eps) + eps / V
+            w = tl.load(w_ptr + offs, mask=mask, other=0.0) if HAS_W else 1.0
+            v = tl.load(v_ptr + offs, mask=mask, other=0.0) if HAS_V else 1.0
+            c = q * (-w + rho * v * beta)
+            grad = tl.where(offs == top, c_top * top_one_minus - p * c_other, c - p * (c_top + c_other)) * scale
             tl.store(g_row + offs, grad.to(g_ptr.dtype.element_ty), mask=mask)
 
 
@@ -218,6 +305,8 @@ def el_loss_and_grad(
 ) -> tuple[Tensor, Tensor | None]:
     r"""Per-row encouraging loss (log bonus) of ``(N, V)`` logits and its gradient, in one kernel launch.
 
+    ``target``: ``(N,)`` class indices, or ``(N, V)`` probabilities (every class's bonus then the floored dense
+    one, as :func:`~encouraging.losses.encouraging_loss` computes it; ``ignore_index`` unused).
     Returns ``(loss, grad)``: ``loss`` ``(N,)`` float32 equals ``encouraging_loss(logits, target, weight,
     ignore_index, 'none', label_smoothing, log_end=..., bonus_scale=..., bonus_weight=..., bonus_floor=...)``, and
     ``grad`` (logits' dtype) is :math:`\partial \sum_i s_i L_i / \partial\,\mathrm{logits}` with ``s =
@@ -235,9 +324,10 @@ def el_loss_and_grad(
         raise ValueError(f"logits must be a 2-D (N, V) tensor with contiguous rows, got shape "
                          f"{tuple(logits.shape)} and strides {logits.stride()}")
     n, vocab = logits.shape
-    if target.shape != (n,) or target.is_floating_point():
-        raise ValueError(f"target must be a ({n},) tensor of class indices, got shape {tuple(target.shape)} and "
-                         f"dtype {target.dtype}")
+    soft = target.is_floating_point()
+    if target.shape != ((n, vocab) if soft else (n,)):
+        raise ValueError(f"target must be a ({n},) tensor of class indices or ({n}, {vocab}) probabilities, got "
+                         f"shape {tuple(target.shape)} and dtype {target.dtype}")
     check_class_vector("weight", weight, vocab)
     check_class_vector("bonus_weight", bonus_weight, vocab)
     check_range("label_smoothing", label_smoothing, 0.0, 1.0)
@@ -250,7 +340,8 @@ def el_loss_and_grad(
         return t.to(device=logits.device, dtype=torch.float32).contiguous() if t is not None else None
 
     w, v, scale = f32(weight), f32(bonus_weight), f32(grad_scale)
-    target = target.to(logits.device).long().contiguous()
+    target = target.to(logits.device)
+    target = target.contiguous() if soft else target.long().contiguous()
     loss = torch.empty(n, dtype=torch.float32, device=logits.device)
     grad = (logits if inplace else torch.empty_like(logits)) if compute_grad else None
     launch(logits, target, w, v, loss, grad, ignore_index, label_smoothing, log_end, bonus_scale, bonus_floor,
@@ -263,24 +354,48 @@ def launch(logits: Tensor, target: Tensor, weight: Tensor | None, bonus_weight: 
            bonus_floor: float, *, scale: Tensor | None = None, shared_scale: bool = False,
            block_size: int | None = None, num_warps: int | None = None) -> None:
     """One launch of the kernel over checked arguments: float32 contiguous ``weight``, ``bonus_weight`` and
-    ``scale`` on the logits' device, ``(N,)`` int64 ``target``, the ``(N,)`` float32 ``loss`` and the ``grad``
-    (None: loss only) to write. ``scale`` is one per row, or with ``shared_scale`` its first element for every row,
-    which then scales the stored losses too (the 'mean' reciprocal, see :func:`target_stats`)."""
+    ``scale`` on the logits' device, ``(N,)`` int64 ``target`` or contiguous ``(N, V)`` probabilities, the
+    ``(N,)`` float32 ``loss`` and the ``grad`` (None: loss only) to write. ``scale`` is one per row, or with
+    ``shared_scale`` its first element for every row, which then scales the stored losses too (the 'mean'
+    reciprocal, see :func:`target_stats`)."""
     n, vocab = logits.shape
     if n == 0:
         return
     out = grad if grad is not None else logits  # not written without COMPUTE_GRAD
     block = block_size or _block_size(vocab)
-    _el_kernel[(n,)](
-        logits, logits.stride(0), out, out.stride(0), target, scale if scale is not None else loss,
-        0 if shared_scale else 1, weight if weight is not None else loss,
-        bonus_weight if bonus_weight is not None else loss, loss,
-        vocab, ignore_index, float(label_smoothing), float(bonus_scale), float(log_end),
-        min(P_CAP, 1.0 - bonus_floor), math.log(bonus_floor) if bonus_floor > 0.0 else 0.0,
-        HAS_W=weight is not None, HAS_V=bonus_weight is not None, HAS_SCALE=scale is not None,
-        SCALE_LOSS=shared_scale, SMOOTH=label_smoothing > 0.0, FULL=log_end == 1.0, HAS_FLOOR=bonus_floor > 0.0,
-        COMPUTE_GRAD=grad is not None, BLOCK=block, num_warps=num_warps or _num_warps(block),
-    )
+    rows = (logits, logits.stride(0), out, out.stride(0))
+    tensors = (scale if scale is not None else loss, 0 if shared_scale else 1, weight if weight is not None else loss,
+               bonus_weight if bonus_weight is not None else loss, loss)
+    options = (float(label_smoothing), float(bonus_scale), float(log_end), min(P_CAP, 1.0 - bonus_floor))
+    flags = dict(HAS_W=weight is not None, HAS_V=bonus_weight is not None, HAS_SCALE=scale is not None,
+                 SCALE_LOSS=shared_scale, FULL=log_end == 1.0, COMPUTE_GRAD=grad is not None, BLOCK=block,
+                 num_warps=num_warps or _num_warps(block))
+    if target.is_floating_point():
+        _el_soft_kernel[(n,)](*rows, target, target.stride(0), *tensors, vocab, *options, **flags)
+        return
+    _el_kernel[(n,)](*rows, target, *tensors, vocab, ignore_index, *options,
+                     math.log(bonus_floor) if bonus_floor > 0.0 else 0.0, SMOOTH=label_smoothing > 0.0,
+                     HAS_FLOOR=bonus_floor > 0.0, **flags)
+
+
+def compile_for(arch: int, kernel: str = "rows", *, dtype: str = "fp32", num_warps: int = 8, **constexprs):
+    """Compile a kernel ahead of time for CUDA architecture ``arch`` (90: H100) with Triton's bundled toolchain, no
+    GPU needed, and return Triton's compiled kernel (``.asm`` holds its PTX and cubin). ``kernel``: ``'rows'``
+    (class indices), ``'soft'`` (probability targets) or ``'stats'`` (:func:`target_stats`); ``constexprs``: its
+    flags and ``BLOCK``; ``dtype``: the logits' (``fp32``, ``bf16``, ``fp16``). For compile checks on machines
+    without a GPU and resource counts (``benchmarks/tune_triton.py --static``)."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    kernel = {"rows": _el_kernel, "soft": _el_soft_kernel, "stats": _target_stats_kernel}[kernel]
+    types = {"x_ptr": f"*{dtype}", "g_ptr": f"*{dtype}", "y_ptr": "*i64", "q_ptr": "*fp32", "scale_ptr": "*fp32",
+             "w_ptr": "*fp32", "v_ptr": "*fp32", "loss_ptr": "*fp32", "out_ptr": "*fp32", "x_stride": "i64",
+             "g_stride": "i64", "q_stride": "i64", "scale_stride": "i32", "N": "i32", "V": "i32",
+             "ignore_index": "i64", "eps": "fp32", "rho": "fp32", "log_end": "fp32", "cap": "fp32",
+             "log_floor": "fp32"}
+    signature = {p.name: "constexpr" if p.is_constexpr else types[p.name] for p in kernel.params}
+    source = ASTSource(kernel, signature, constexprs)
+    return triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
 
 
 @triton.jit

@@ -39,11 +39,16 @@ from ..bonus import P_CAP
 
 
 @triton.jit
-def _dense_bonus(p, one_minus, log_end, cap, FULL: tl.constexpr):
-    """b(p) and p b'(p) of the floored log bonus for the non-target classes (bonus.py's dense form), given
-    ``one_minus`` = 1 - p (exact where the caller has it)."""
-    value = tl.log(tl.maximum(one_minus, 1.0 - tl.minimum(log_end, cap)))
-    beta = tl.where((p <= log_end) & (p <= cap), -p / tl.maximum(one_minus, 1.0 - log_end), 0.0)
+def _dense_bonus(p, log_end, cap, FULL: tl.constexpr, one_minus=None):
+    """b(p) and p b'(p) of the floored log bonus for the non-target classes (bonus.py's dense form); with
+    ``one_minus``, 1 - p as the caller computed it exactly. (Two spellings of the same expressions: the first
+    is the one the class-index kernel was measured with; ptxas allocates registers differently for the second.)"""
+    if one_minus is None:
+        value = tl.log(1.0 - tl.minimum(p, tl.minimum(log_end, cap)))
+        beta = tl.where((p <= log_end) & (p <= cap), -p / (1.0 - tl.minimum(p, log_end)), 0.0)
+    else:
+        value = tl.log(tl.maximum(one_minus, 1.0 - tl.minimum(log_end, cap)))
+        beta = tl.where((p <= log_end) & (p <= cap), -p / tl.maximum(one_minus, 1.0 - log_end), 0.0)
     if not FULL:
         past = p > log_end
         value += tl.where(past, (p - log_end) / (log_end - 1.0), 0.0)
@@ -166,7 +171,7 @@ def _el_kernel(
             offs = start + tl.arange(0, BLOCK)
             keep = (offs < V) & (offs != y)
             p = tl.exp(tl.load(x_row + offs, mask=keep, other=0.0).to(tl.float32) - lse)
-            value, beta = _dense_bonus(p, 1.0 - p, log_end, cap, FULL)
+            value, beta = _dense_bonus(p, log_end, cap, FULL)
             w = tl.load(w_ptr + offs, mask=keep, other=0.0) if HAS_W else 1.0
             v = tl.load(v_ptr + offs, mask=keep, other=0.0) if HAS_V else 1.0
             dense += tl.sum(tl.where(keep, v * value, 0.0), 0)
@@ -186,7 +191,7 @@ def _el_kernel(
             f = tl.load(x_row + offs, mask=mask, other=0.0).to(tl.float32)
             p = tl.exp(f - lse)
             if SMOOTH:
-                _, beta = _dense_bonus(p, 1.0 - p, log_end, cap, FULL)
+                _, beta = _dense_bonus(p, log_end, cap, FULL)
                 w = tl.load(w_ptr + offs, mask=mask, other=0.0) if HAS_W else 1.0
                 v = tl.load(v_ptr + offs, mask=mask, other=0.0) if HAS_V else 1.0
                 grad = share * (-w + rho * v * beta) - p * c_sum
@@ -252,7 +257,7 @@ def _el_soft_kernel(
         offs = start + tl.arange(0, BLOCK)
         mask = offs < V
         p = tl.exp(tl.load(x_row + offs, mask=mask, other=0.0).to(tl.float32) - lse)
-        value, beta = _dense_bonus(p, tl.where(offs == top, top_one_minus, 1.0 - p), log_end, cap, FULL)
+        value, beta = _dense_bonus(p, log_end, cap, FULL, tl.where(offs == top, top_one_minus, 1.0 - p))
         q = tl.where(mask, tl.load(q_row + offs, mask=mask, other=0.0).to(tl.float32) * (1.0 - eps) + eps / V, 0.0)
         w = tl.load(w_ptr + offs, mask=mask, other=0.0) if HAS_W else 1.0
         v = tl.load(v_ptr + offs, mask=mask, other=0.0) if HAS_V else 1.0
@@ -267,7 +272,7 @@ def _el_soft_kernel(
             offs = start + tl.arange(0, BLOCK)
             mask = offs < V
             p = tl.exp(tl.load(x_row + offs, mask=mask, other=0.0).to(tl.float32) - lse)
-            _, beta = _dense_bonus(p, tl.where(offs == top, top_one_minus, 1.0 - p), log_end, cap, FULL)
+            _, beta = _dense_bonus(p, log_end, cap, FULL, tl.where(offs == top, top_one_minus, 1.0 - p))
             q = tl.load(q_row + offs, mask=mask, other=0.0).to(tl.float32) * (1.0 - eps) + eps / V
             w = tl.load(w_ptr + offs, mask=mask, other=0.0) if HAS_W else 1.0
             v = tl.load(v_ptr + offs, mask=mask, other=0.0) if HAS_V else 1.0
@@ -284,6 +289,14 @@ def _block_size(vocab: int) -> int:
 
 def _num_warps(block: int) -> int:
     return 8 if block >= 4096 else 4
+
+
+def _soft_launch(vocab: int) -> tuple[int, int]:
+    # Not timed yet (no GPU): chosen from the compiled kernel's registers on sm_90. The probability-target kernel
+    # holds more per logit; blocks of 8192 with 8 warps need 253 registers per thread (8 resident warps per SM),
+    # blocks of 4096 with 16 warps 91 without spilling.
+    block = min(triton.next_power_of_2(vocab), 4096)
+    return block, 16 if block >= 4096 else _num_warps(block)
 
 
 def el_loss_and_grad(
@@ -362,15 +375,19 @@ def launch(logits: Tensor, target: Tensor, weight: Tensor | None, bonus_weight: 
     if n == 0:
         return
     out = grad if grad is not None else logits  # not written without COMPUTE_GRAD
-    block = block_size or _block_size(vocab)
+    soft = target.is_floating_point()
+    if block_size:
+        block, warps = block_size, _num_warps(block_size)
+    else:
+        block, warps = _soft_launch(vocab) if soft else (_block_size(vocab), _num_warps(_block_size(vocab)))
     rows = (logits, logits.stride(0), out, out.stride(0))
     tensors = (scale if scale is not None else loss, 0 if shared_scale else 1, weight if weight is not None else loss,
                bonus_weight if bonus_weight is not None else loss, loss)
     options = (float(label_smoothing), float(bonus_scale), float(log_end), min(P_CAP, 1.0 - bonus_floor))
     flags = dict(HAS_W=weight is not None, HAS_V=bonus_weight is not None, HAS_SCALE=scale is not None,
                  SCALE_LOSS=shared_scale, FULL=log_end == 1.0, COMPUTE_GRAD=grad is not None, BLOCK=block,
-                 num_warps=num_warps or _num_warps(block))
-    if target.is_floating_point():
+                 num_warps=num_warps or warps)
+    if soft:
         _el_soft_kernel[(n,)](*rows, target, target.stride(0), *tensors, vocab, *options, **flags)
         return
     _el_kernel[(n,)](*rows, target, *tensors, vocab, ignore_index, *options,

@@ -233,12 +233,11 @@ def encouraging_loss(
             (:mod:`encouraging.losses.cpu_kernel`: 2-D logits, class-index targets, the log bonus without
             ``bonus_start``; label smoothing with ``log_end < 1``), ``'triton'`` in one CUDA kernel
             (class indices or probabilities, 2-D input, the log bonus without ``bonus_start``; plain ``(N, C)``
-            calls in as many launches as ``F.cross_entropy``: :mod:`encouraging.losses.triton.loss`), ``'autograd'``
-            is the
-            op-by-op form (it alone has second derivatives, gradients for ``weight``, ``bonus_weight`` or
-            probability targets, runs under ``torch.func`` transforms, and takes ``log_probs``); ``'auto'``
-            picks ``F.cross_entropy`` itself when ``bonus_scale=0``, ``'autograd'`` where only it applies, else
-            the CPU kernel (CPU) or Triton (CUDA) where it applies, else ``'torch'``.
+            calls in as many launches as ``F.cross_entropy``: :mod:`encouraging.losses.triton.loss`),
+            ``'autograd'`` is the op-by-op form (it alone has second derivatives, gradients for ``weight``,
+            ``bonus_weight`` or probability targets, runs under ``torch.func`` transforms, and takes
+            ``log_probs``); ``'auto'`` picks ``F.cross_entropy`` itself when ``bonus_scale=0``, ``'autograd'``
+            where only it applies, else the CPU kernel (CPU) or Triton (CUDA) where it applies, else ``'torch'``.
 
     Returns:
         A scalar, or a tensor of the target's shape for ``reduction='none'``.
@@ -308,7 +307,7 @@ def _plain_kernel(impl: str, input: Tensor, target: Tensor, weight: Tensor | Non
     if not (isinstance(input, Tensor) and isinstance(target, Tensor) and input.dim() == 2 and input.shape[1] >= 2
             and target.dtype == torch.int64 and target.dim() == 1 and target.shape[0] == input.shape[0]
             and target.device == input.device and not log_probs
-            and _plain_vector(weight, input) and (bonus_weight == "same" or _plain_vector(bonus_weight, input))
+            and _plain_vector(weight, input) and (_plain_vector(bonus_weight, input) or bonus_weight == "same")
             and not torch._C._are_functorch_transforms_active()):
         return None
     if input.device.type == "cpu" and impl in ("auto", "cpp"):
@@ -328,7 +327,8 @@ def _plain_kernel(impl: str, input: Tensor, target: Tensor, weight: Tensor | Non
 
 
 def _plain_vector(vector: Tensor | str | None, input: Tensor) -> bool:
-    """None, or a floating ``(C,)`` tensor on ``input``'s device that needs no gradient."""
+    """None, or a floating ``(C,)`` tensor on ``input``'s device that needs no gradient (False for a string, so
+    that ``bonus_weight == 'same'`` is only compared for strings)."""
     return vector is None or (isinstance(vector, Tensor) and vector.is_floating_point() and vector.dim() == 1
                               and vector.shape[0] == input.shape[1] and vector.device == input.device
                               and not vector.requires_grad)

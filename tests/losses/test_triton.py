@@ -275,6 +275,33 @@ class _Launches(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+@pytest.mark.skipif(DEVICE != "cuda", reason="CUDA's allocator statistics (the CPU probe is in test_fused.py)")
+@pytest.mark.parametrize("opts, baseline", [({}, {}), ({"log_end": 1.0}, {}),
+                                            ({"label_smoothing": 0.1}, {"label_smoothing": 0.1})])
+def test_few_launch_path_memory_on_cuda(opts, baseline):
+    """Peak CUDA memory of one forward + backward beyond the inputs, in (N, C) buffers: the few-launch path (the
+    gradient kept from forward and its scaled copy) at most F.cross_entropy's (log-probabilities and two gradient
+    buffers in backward)."""
+    n, c = 256, 4096
+
+    def peak(fn):
+        x = torch.randn(n, c, device="cuda", requires_grad=True)
+        target = torch.randint(c, (n,), device="cuda")
+        fn(x, target).backward()
+        x.grad = None
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn(x, target).backward()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / (n * c * 4)
+
+    ce = peak(lambda x, t: F.cross_entropy(x, t, **baseline))
+    el = peak(lambda x, t: encouraging_loss(x, t, impl="triton", **opts))
+    assert el <= ce + 0.05, f"EL {el:.2f} (N, C) buffers at its peak, CE {ce:.2f}"
+    assert ce >= 2.0  # the probe sees CE's buffers
+
+
 @here
 def test_few_launch_path_target_range():
     """A target outside [0, C) that is not ignore_index: ValueError on the CPU (CUDA asserts on the device, as

@@ -411,7 +411,8 @@ def compile_for(arch: int, kernel: str = "rows", *, dtype: str = "fp32", num_war
              "ignore_index": "i64", "eps": "fp32", "rho": "fp32", "log_end": "fp32", "cap": "fp32",
              "log_floor": "fp32"}
     signature = {p.name: "constexpr" if p.is_constexpr else types[p.name] for p in kernel.params}
-    source = ASTSource(kernel, signature, constexprs)
+    # constexprs keyed by (argument index,): the form every triton since 3.2 accepts (3.8 also takes names)
+    source = ASTSource(kernel, signature, {(kernel.arg_names.index(k),): v for k, v in constexprs.items()})
     return triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
 
 

@@ -166,8 +166,8 @@ def test_materialized_logits_through_impl_triton(name):
 @st.composite
 def launch_cases(draw):
     """Every option the few-launch path (``triton.loss``) takes: reductions, smoothing, log_end, bonus_scale (0
-    included: ``impl='triton'`` keeps the kernel), the floor, class and bonus weights, and ignored rows (none,
-    some, all)."""
+    included: ``impl='triton'`` keeps the kernel), the floor, class and bonus weights, and class indices with
+    ignored rows (none, some, all) or probability targets."""
     n, v = draw(st.integers(1, 9)), draw(st.sampled_from([2, 37, 300]))
     opts = dict(
         reduction=draw(st.sampled_from(["mean", "sum", "none"])),
@@ -177,7 +177,8 @@ def launch_cases(draw):
         bonus_floor=draw(st.sampled_from([0.0, 0.0, 1e-5, 0.3])),
     )
     weights = draw(st.sampled_from(["none", "weight", "both", "same"]))
-    return n, v, opts, weights, draw(st.sampled_from(["none", "some", "all"])), draw(st.integers(0, 99))
+    targets = draw(st.sampled_from(["none", "some", "all", "probs"]))  # ignored class indices, or probabilities
+    return n, v, opts, weights, targets, draw(st.integers(0, 99))
 
 
 @here
@@ -186,12 +187,14 @@ def launch_cases(draw):
 def test_few_launch_path_equals_the_reference(case):
     """``encouraging_loss(impl='triton')`` of plain ``(N, C)`` logits takes the few-launch path, and its loss and
     gradient (random upstream for ``'none'``) are as close to float64 truth as the float32 reference's."""
-    n, v, opts, weights, ignored, seed = case
+    n, v, opts, weights, ignored, seed = case  # ignored: "none", "some", "all" or "probs" (probability targets)
     g = torch.Generator().manual_seed(seed)
     logits = (torch.randn(n, v, generator=g) * 3).to(DEVICE)
     target = torch.randint(v, (n,), generator=g)
-    if ignored != "none":
+    if ignored in ("some", "all"):
         target[:: 1 if ignored == "all" else 2] = -100
+    if ignored == "probs":
+        target = torch.softmax(torch.randn(n, v, generator=g) * 3, 1)
     target = target.to(DEVICE)
     w = (torch.rand(v, generator=g) + 0.5).to(DEVICE)
     upstream = torch.rand(n, generator=g).add(0.5).to(DEVICE) if opts["reduction"] == "none" else None
@@ -200,12 +203,13 @@ def test_few_launch_path_equals_the_reference(case):
         x = logits.to(dtype).requires_grad_()
         extra = {"none": {}, "weight": {"weight": w.to(dtype)}, "same": {"weight": w.to(dtype), "bonus_weight": "same"},
                  "both": {"weight": w.to(dtype), "bonus_weight": w.flip(0).to(dtype)}}[weights]
-        loss = encouraging_loss(x, target, impl=impl, **extra, **opts)
+        y = target.to(dtype) if target.is_floating_point() else target
+        loss = encouraging_loss(x, y, impl=impl, **extra, **opts)
         paths.append(type(loss.grad_fn).__name__)
         results.append((loss.detach(), *torch.autograd.grad(loss, x, upstream)))
     assert paths[0] == "_TritonEncouragingLossBackward" and results[0][0].dtype == torch.float32
     (out, out_grad), (truth, truth_grad), (ref, ref_grad) = ((a.double(), b.double()) for a, b in results)
-    if opts["reduction"] == "mean" and (target == -100).all():  # 0 / 0, as F.cross_entropy
+    if opts["reduction"] == "mean" and not target.is_floating_point() and (target == -100).all():  # 0 / 0
         assert out.isnan() and truth.isnan() and not out_grad.any()
         return
     for name, a, r, t in (("loss", out, ref, truth), ("grad", out_grad, ref_grad, truth_grad)):
@@ -229,14 +233,18 @@ def test_few_launch_path_is_taken_and_launches_as_few_kernels_as_cross_entropy()
 
     ce = count(lambda x: F.cross_entropy(x, target))
     ce_smooth = count(lambda x: F.cross_entropy(x, target, label_smoothing=0.1))
-    for kwargs in ({}, dict(log_end=1.0), dict(label_smoothing=0.1)):
+    probs = torch.softmax(logits, 1)
+    for y, kwargs in ((target, {}), (target, dict(log_end=1.0)), (target, dict(label_smoothing=0.1)), (probs, {})):
         x = logits.clone().requires_grad_()
-        assert type(encouraging_loss(x, target, impl="triton", **kwargs).grad_fn).__name__ == \
+        assert type(encouraging_loss(x, y, impl="triton", **kwargs).grad_fn).__name__ == \
             "_TritonEncouragingLossBackward"
-        el = count(lambda x, kwargs=kwargs: encouraging_loss(x, target, impl="triton", **kwargs))
-        assert el.count("triton") == 2, el  # target_stats and the row kernel
+        el = count(lambda x, y=y, kwargs=kwargs: encouraging_loss(x, y, impl="triton", **kwargs))
+        # target_stats and the row kernel; probabilities: the row kernel after a fill of 1 / N
+        assert el.count("triton") == (1 if y is probs else 2), el
         assert len(el) <= len(ce) + 1, (el, ce)
         assert len(el) < len(ce_smooth), (el, ce_smooth)
+    with pytest.raises(ValueError, match="ignore_index=0 is not supported for probability"):
+        encouraging_loss(logits, probs, ignore_index=0, impl="triton")  # the general path's check still applies
 
 
 class _Launches(TorchDispatchMode):

@@ -250,8 +250,8 @@ def encouraging_loss(
     """
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
-    kernel = _plain_kernel(impl, input, target, weight, bonus_weight, label_smoothing, bonus, log_end, bonus_scale,
-                           bonus_start, bonus_floor, log_probs)
+    kernel = _plain_kernel(impl, input, target, weight, bonus_weight, ignore_index, label_smoothing, bonus, log_end,
+                           bonus_scale, bonus_start, bonus_floor, log_probs)
     if kernel is not None:
         check_reduction(reduction)
         check_range("label_smoothing", label_smoothing, 0.0, 1.0)
@@ -295,22 +295,28 @@ def encouraging_loss(
 
 
 def _plain_kernel(impl: str, input: Tensor, target: Tensor, weight: Tensor | None,
-                  bonus_weight: Tensor | str | None, label_smoothing: float, bonus: str, log_end: float,
-                  bonus_scale: float, bonus_start: float, bonus_floor: float, log_probs: bool):
+                  bonus_weight: Tensor | str | None, ignore_index: int, label_smoothing: float, bonus: str,
+                  log_end: float, bonus_scale: float, bonus_start: float, bonus_floor: float, log_probs: bool):
     """The kernel module that takes this call straight, skipping :func:`prepare`'s layout work (at 10 classes the
     Python and the small ops around a kernel cost as much as the kernel), or None: the compiled CPU kernel
     (:mod:`.cpu_kernel`) on the CPU, the few-launch Triton path (:mod:`.triton.loss`) on CUDA or, with
     ``impl='triton'``, under the interpreter. Both need eager ``(N, C)`` logits with ``C >= 2``, ``(N,)`` int64
-    targets and plain ``(C,)`` class and bonus weights (or ``'same'``) on the logits' device that need no
-    gradient. Every other call, and every bad argument, takes the general path, which gives the errors; the
-    kernels check the target range themselves."""
-    if not (isinstance(input, Tensor) and isinstance(target, Tensor) and input.dim() == 2 and input.shape[1] >= 2
-            and target.dtype == torch.int64 and target.dim() == 1 and target.shape[0] == input.shape[0]
-            and target.device == input.device and not log_probs
+    targets (the Triton path also ``(N, C)`` probabilities without an ``ignore_index`` >= 0) and plain ``(C,)``
+    class and bonus weights (or ``'same'``) on the logits' device, none of them needing a gradient. Every other
+    call, and every bad argument, takes the general path, which gives the errors; the kernels check the target
+    range themselves."""
+    if not (isinstance(input, Tensor) and isinstance(target, Tensor) and input.dim() == 2 and input.shape[1] >= 2):
+        return None
+    soft = target.is_floating_point()
+    if not ((target.shape == input.shape if soft else (target.dtype == torch.int64 and target.dim() == 1
+                                                        and target.shape[0] == input.shape[0]))
+            and target.device == input.device and not target.requires_grad and not log_probs
             and _plain_vector(weight, input) and (_plain_vector(bonus_weight, input) or bonus_weight == "same")
             and not torch._C._are_functorch_transforms_active()):
         return None
     if input.device.type == "cpu" and impl in ("auto", "cpp"):
+        if soft:
+            return None
         usable = ((bonus_scale != 0.0 or impl == "cpp")
                   and cpu_kernel.unsupported(input, target, label_smoothing, bonus, log_end, bonus_start,
                                              bonus_floor) is None
@@ -319,7 +325,7 @@ def _plain_kernel(impl: str, input: Tensor, target: Tensor, weight: Tensor | Non
     if (impl in ("auto", "triton") and (input.device.type == "cuda" or impl == "triton") and input.shape[0] > 0
             and input.stride(1) == 1 and input.dtype in (torch.float32, torch.float16, torch.bfloat16)
             and bonus == "log" and bonus_start == 0.0 and (bonus_scale != 0.0 or impl == "triton")
-            and not torch.compiler.is_compiling()):
+            and (not soft or ignore_index < 0) and not torch.compiler.is_compiling()):
         from .triton import available, loss
 
         return loss if available(input.device) else None

@@ -15,6 +15,8 @@ and backward multiplies the saved gradient by the upstream one (skipped where th
 large, as in the fused path). ``'sum'`` and ``'none'`` skip the scaling, and without data checks
 (:func:`~encouraging.losses.disable_checks`) step 1 runs for ``'mean'`` only and step 2 not at all. The row
 kernel never reads outside a row: an out-of-range target gives a NaN loss and gradient row where the assert is off.
+Probability targets (``(N, C)``, no range to check, ``'mean'`` divides by N) replace steps 1-2 by one fill of the
+reciprocal (for ``'mean'``) and take the probability-target row kernel.
 """
 
 from __future__ import annotations
@@ -35,8 +37,12 @@ class _TritonEncouragingLoss(torch.autograd.Function):
     def forward(ctx, logits, target, weight, bonus_weight, ignore_index, reduction, label_smoothing, log_end,
                 bonus_scale, bonus_floor):
         n, vocab = logits.shape
-        mean, check = reduction == "mean", data_checks_enabled()
-        stats = target_stats(target, weight, vocab, ignore_index) if mean or check else None
+        mean, soft = reduction == "mean", target.is_floating_point()
+        check = data_checks_enabled() and not soft
+        if soft:  # 'mean' over probability targets divides by N, as F.cross_entropy
+            stats = torch.full((1,), 1.0 / n, dtype=torch.float32, device=logits.device) if mean else None
+        else:
+            stats = target_stats(target, weight, vocab, ignore_index) if mean or check else None
         if check:
             assert_targets_in_range(stats[1], target, vocab, ignore_index)
         loss = torch.empty(n, dtype=torch.float32, device=logits.device)
@@ -56,8 +62,8 @@ def encouraging_loss(logits: Tensor, target: Tensor, weight: Tensor | None, bonu
                      ignore_index: int, reduction: str, label_smoothing: float, log_end: float, bonus_scale: float,
                      bonus_floor: float) -> Tensor:
     """The loss of ``(N, C)`` logits (float32, float16 or bfloat16, contiguous rows, ``N > 0``) against ``(N,)``
-    int64 class indices, with the log bonus without ``bonus_start``, in the logits' dtype; every argument checked
-    by the caller (:func:`encouraging.losses.encouraging_loss`)."""
+    int64 class indices or ``(N, C)`` probabilities, with the log bonus without ``bonus_start``, in the logits'
+    dtype; every argument checked by the caller (:func:`encouraging.losses.encouraging_loss`)."""
 
     def f32(vector: Tensor | None) -> Tensor | None:
         return vector.to(dtype=torch.float32).contiguous() if vector is not None else None

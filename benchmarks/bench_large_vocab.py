@@ -17,6 +17,7 @@ requiring grad (float32 on CPU; bf16 on CUDA by default, ``--dtype``).
 
 Ops: ``ce``; ``paper_el`` (the paper's formula on materialized logits); ``el`` (our ``encouraging_loss`` on
 materialized logits); ``linear_el`` (our chunked path, PyTorch), ``linear_el_ls0.1`` (with label smoothing 0.1);
+``linear_el_cpp``, ``linear_el_ls0.1_cpp`` (the same with ``impl='auto'``: the compiled CPU kernel per chunk, CPU);
 ``linear_el_triton`` (chunked with the Triton kernel, CUDA), ``linear_el_triton_lc`` (the same at Liger's chunk
 size); and where installed ``torch_linear_ce``
 (``F.linear_cross_entropy``), ``liger_flce`` (Liger-Kernel's fused linear cross entropy), ``cce``
@@ -89,6 +90,18 @@ def linear_el_ls(h, w, t):
     return linear_encouraging_loss(h, w, t, label_smoothing=0.1, log_end=0.75, impl="torch")
 
 
+def linear_el_cpp(h, w, t):
+    from encouraging import linear_encouraging_loss
+
+    return linear_encouraging_loss(h, w, t, log_end=0.75, impl="auto")  # on the CPU: the compiled kernel
+
+
+def linear_el_ls_cpp(h, w, t):
+    from encouraging import linear_encouraging_loss
+
+    return linear_encouraging_loss(h, w, t, label_smoothing=0.1, log_end=0.75, impl="auto")
+
+
 def linear_el_triton(h, w, t):
     from encouraging import linear_encouraging_loss
 
@@ -140,6 +153,8 @@ PROVIDERS = {
     "el": (el, ("cpu", "cuda"), lambda: True),
     "linear_el": (linear_el, ("cpu", "cuda"), lambda: True),
     "linear_el_ls0.1": (linear_el_ls, ("cpu", "cuda"), lambda: True),
+    "linear_el_cpp": (linear_el_cpp, ("cpu",), lambda: True),
+    "linear_el_ls0.1_cpp": (linear_el_ls_cpp, ("cpu",), lambda: True),
     "linear_el_triton": (linear_el_triton, ("cuda",), lambda: _has("triton")),
     "linear_el_triton_lc": (linear_el_triton_liger_chunk, ("cuda",), lambda: _has("triton")),
     "torch_linear_ce": (torch_linear_ce, ("cpu", "cuda"), _has_torch_linear_ce),

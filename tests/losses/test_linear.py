@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from encouraging import LinearEncouragingLoss, encouraging_loss, linear_encouraging_loss
+from encouraging.losses import cpu_kernel
 from encouraging.losses.linear import default_chunk_size
 
 from .helpers import TOLERANCES, assert_close, examples
@@ -70,12 +71,13 @@ def _reference(hidden, weight, bias, target, opts, reduction):
     return encouraging_loss(logits, target, cw, reduction=reduction, **opts)
 
 
-def _check_parity(n, v, h, dtype, opts, reduction, chunk_size, *, bias=True, ignore=True, scale=1.0, tol=None):
+def _check_parity(n, v, h, dtype, opts, reduction, chunk_size, *, bias=True, ignore=True, scale=1.0, tol=None,
+                  impl="torch"):
     hidden, weight, b, target = _inputs(n, v, h, dtype, bias=bias, ignore=ignore, scale=scale)
     opts = _options(opts, v, dtype)
     params = [p for p in (hidden, weight, b) if p is not None]
     out = linear_encouraging_loss(hidden, weight, target, b, reduction=reduction, chunk_size=chunk_size,
-                                  impl="torch", **opts)
+                                  impl=impl, **opts)
     ref = _reference(hidden, weight, b, target, opts, reduction)
     rtol, atol = tol or TOLERANCES[dtype]
     assert out.dtype == dtype and out.shape == ref.shape
@@ -88,17 +90,39 @@ def _check_parity(n, v, h, dtype, opts, reduction, chunk_size, *, bias=True, ign
         assert_close(g, r, dtype, rtol=rtol, atol=atol, msg=f"grad of {name}")
 
 
+# 'auto' on the CPU: the compiled kernel's loss_and_grad per chunk where it applies (else the same as 'torch')
+IMPLS_HERE = ["torch", pytest.param("auto", marks=pytest.mark.skipif(not cpu_kernel.available(),
+                                                                     reason="the CPU kernel is unavailable"))]
+
+
+@pytest.mark.parametrize("impl", IMPLS_HERE)
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("name", list(OPTIONS))
-def test_parity_float64(name, reduction):
+def test_parity_float64(name, reduction, impl):
     # 37 tokens in chunks of 8: four full chunks and a short one.
-    _check_parity(37, 23, 6, torch.float64, OPTIONS[name], reduction, chunk_size=8)
+    _check_parity(37, 23, 6, torch.float64, OPTIONS[name], reduction, chunk_size=8, impl=impl)
 
 
+@pytest.mark.parametrize("impl", IMPLS_HERE)
 @pytest.mark.parametrize("name", ["plain", "le1", "smooth", "weights-same-smooth"])
-def test_parity_float32(name):
+def test_parity_float32(name, impl):
     # float32 logits from a float32 matmul against float64 truth: relative error ~1e-6 of |logits| ~ sqrt(H) * 1.
-    _check_parity(50, 301, 16, torch.float32, OPTIONS[name], "mean", chunk_size=16, tol=(1e-4, 1e-5))
+    _check_parity(50, 301, 16, torch.float32, OPTIONS[name], "mean", chunk_size=16, tol=(1e-4, 1e-5), impl=impl)
+
+
+@pytest.mark.skipif(not cpu_kernel.available(), reason="the CPU kernel is unavailable")
+def test_cpu_chunks_take_the_compiled_kernel_where_it_applies(monkeypatch):
+    calls = []
+    original = cpu_kernel.loss_and_grad
+    monkeypatch.setattr(cpu_kernel, "loss_and_grad", lambda *a: calls.append(a[4] is not None) or original(*a))
+    hidden, weight, b, target = _inputs(20, 11, 4, torch.float32)
+    linear_encouraging_loss(hidden, weight, target, b, chunk_size=8, label_smoothing=0.1).backward()
+    assert calls == [True, True, True]  # three chunks, gradients computed in forward ('mean')
+    linear_encouraging_loss(hidden, weight, target, b, chunk_size=8, reduction="none").sum().backward()
+    assert calls[3:] == [False] * 3 + [True] * 3  # loss only in forward, recomputed with gradients in backward
+    for kwargs in (dict(bonus="power"), dict(impl="torch")):
+        linear_encouraging_loss(hidden, weight, target, b, chunk_size=8, **kwargs).backward()
+    assert len(calls) == 9
 
 
 @pytest.mark.parametrize("chunk_size", [1, 7, 37, 64, None])

@@ -110,3 +110,15 @@ def encouraging_loss(x: Tensor, target: Tensor, class_weight: Tensor | None, bon
     return torch.ops.encouraging_cpu.encouraging_loss(x, target, class_weight, bonus_weight, ignore_index,
                                                       _REDUCTIONS[reduction], label_smoothing, log_end,
                                                       bonus_scale, bonus_floor)
+
+
+def loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor | None, bonus_weight: Tensor | None,
+                  token_grad: Tensor | None, ignore_index: int, label_smoothing: float, log_end: float,
+                  bonus_scale: float, bonus_floor: float) -> tuple[Tensor, Tensor | None]:
+    """:func:`encouraging.losses.fused.loss_and_grad` by the kernel, without autograd: per-row losses (float32,
+    float64 for float64 logits) and, when ``token_grad`` ``(N,)`` is given, the gradient of ``sum_i token_grad_i
+    L_i`` in the logits' dtype (the caller has checked :func:`unsupported` and :func:`available`)."""
+    loss, grad = torch.ops.encouraging_cpu.loss_and_grad(logits, target, class_weight, bonus_weight, ignore_index,
+                                                         label_smoothing, log_end, bonus_scale, bonus_floor,
+                                                         token_grad, token_grad is not None)
+    return loss, grad if token_grad is not None else None

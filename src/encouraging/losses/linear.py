@@ -7,7 +7,8 @@ the materialized path holds two or three such buffers at its peak).
 
 How: the tokens are cut into chunks. For each chunk the logits are computed, the loss of every token and the
 gradient with respect to the chunk's logits are taken (by the Triton kernel of :mod:`encouraging.losses.triton`
-on CUDA, by its closed-form PyTorch twin elsewhere), and the gradient is turned at once into the
+on CUDA, the compiled kernel of :mod:`encouraging.losses.cpu_kernel` on the CPU, where they apply, else by the
+closed-form PyTorch twin), and the gradient is turned at once into the
 chunk's rows of ``d hidden = d logits @ weight`` and its share of ``d weight = d logits^T @ hidden`` and
 ``d bias``. Then the chunk's logits are freed.
 
@@ -31,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import cpu_kernel
 from ._checks import check_class_vector, check_floating, check_range, check_reduction, check_target_range
 from .functional import bonus_params, resolve_bonus_weight
 from .fused import Options, loss_and_grad, triton_loss_and_grad
@@ -77,13 +79,29 @@ def _triton_supported(logits: Tensor, opts: Options) -> bool:
     return available(logits.device)
 
 
+def _chunk_kernel(hidden: Tensor, target: Tensor, opts: Options, impl: str) -> str:
+    """What computes each chunk's loss and gradient: ``'triton'`` (asked for, or CUDA where it applies), ``'cpp'``
+    (the compiled CPU kernel, for ``impl='auto'`` on the CPU where it applies and builds) or ``'torch'``."""
+    if impl == "triton" or (impl == "auto" and _triton_supported(hidden, opts)):
+        return "triton"
+    if (impl == "auto" and hidden.device.type == "cpu"
+            and cpu_kernel.unsupported(hidden, target, opts.label_smoothing, opts.bonus, opts.log_end,
+                                       opts.bonus_start, opts.bonus_floor) is None
+            and cpu_kernel.available()):
+        return "cpp"
+    return "torch"
+
+
 def _chunk_loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor | None, bonus_weight: Tensor | None,
-                         token_grad: Tensor | None, opts: Options, use_triton: bool) -> tuple[Tensor, Tensor | None]:
+                         token_grad: Tensor | None, opts: Options, kernel: str) -> tuple[Tensor, Tensor | None]:
     """Per-token loss (float32 or float64) of a chunk of logits and, if ``token_grad`` is given,
     ``d sum_i token_grad_i L_i / d logits`` in the logits' dtype (the Triton kernel writes it over the logits,
     which the chunk loop owns)."""
-    if use_triton:
+    if kernel == "triton":
         return triton_loss_and_grad(logits, target, class_weight, bonus_weight, token_grad, opts, inplace=True)
+    if kernel == "cpp":
+        return cpu_kernel.loss_and_grad(logits, target, class_weight, bonus_weight, token_grad, opts.ignore_index,
+                                        opts.label_smoothing, opts.log_end, opts.bonus_scale, opts.bonus_floor)
     return loss_and_grad(logits, target, class_weight, bonus_weight, token_grad, opts)
 
 
@@ -98,7 +116,7 @@ def _linear_el_chunks(
     weight, bias) as ``needs`` asks (an empty tensor where not asked)."""
     opts = Options(ignore_index, label_smoothing, log_end, bonus_scale, bonus, gamma, bonus_start, bonus_floor)
     n = hidden.shape[0]
-    use_triton = impl == "triton" or (impl == "auto" and _triton_supported(hidden, opts))
+    kernel = _chunk_kernel(hidden, target, opts, impl)
     loss = torch.empty(n, dtype=torch.float64 if hidden.dtype == torch.float64 else torch.float32,
                        device=hidden.device)
     with_grad = token_grad is not None
@@ -111,7 +129,7 @@ def _linear_el_chunks(
         logits = F.linear(h, weight, bias)
         chunk_grad = token_grad[start:stop] if with_grad else None
         loss[start:stop], d_logits = _chunk_loss_and_grad(
-            logits, target[start:stop], class_weight, bonus_weight, chunk_grad, opts, use_triton)
+            logits, target[start:stop], class_weight, bonus_weight, chunk_grad, opts, kernel)
         if not with_grad:
             continue
         if d_hidden.numel():
@@ -241,7 +259,8 @@ def linear_encouraging_loss(
         chunk_size: tokens per chunk; None picks :func:`default_chunk_size` (chunk logits about the size of
             ``hidden``).
         impl: ``'auto'`` (the Triton kernel on CUDA when triton is installed and the options are the log bonus
-            without ``bonus_start``; PyTorch otherwise), ``'torch'`` or ``'triton'``.
+            without ``bonus_start``; on the CPU the compiled kernel where it applies; PyTorch otherwise),
+            ``'torch'`` or ``'triton'``.
 
     Half precision is computed in float32 within a chunk; ``d weight`` is accumulated over chunks in the
     weight's dtype. ``reduction='none'`` returns a tensor of ``target``'s shape; the others a scalar.

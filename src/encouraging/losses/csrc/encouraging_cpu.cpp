@@ -16,6 +16,8 @@
 //   label smoothing (conservative bonus): see smoothed_row.
 // Rows whose target is ignore_index give 0. 'mean' divides by the summed w_y of the other rows, as torch does.
 // Rows are computed in float64 for float64 logits, else in float32 (half-precision logits are read, not copied).
+// loss_and_grad gives the same rows without autograd (per-row losses, the gradient times per-row factors): the
+// chunks of linear_encouraging_loss.
 
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
@@ -183,7 +185,8 @@ double smoothed_row(const X* xi, T top, T* gi, int64_t c, int64_t y, const Row& 
 
 template <typename X, typename T>
 void rows(const X* x, const T* tops, const int64_t* target, const double* w, const double* v, double w_sum, T* g,
-          double* loss, int64_t n, int64_t c, const Options& o, double scale, bool want_grad) {
+          double* loss, int64_t n, int64_t c, const Options& o, double scale, const double* row_scales,
+          bool want_grad) {
   const double tiny = std::is_same<T, double>::value ? 1e-290 : 1e-30;
   at::parallel_for(0, n, row_grain(c), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
@@ -203,12 +206,13 @@ void rows(const X* x, const T* tops, const int64_t* target, const double* w, con
       row.p_y = e_y / row.total;
       row.w_y = w ? w[y] : 1.0;
       row.v_y = o.bonus_scale * (v ? v[y] : 1.0);
+      const double scale_i = row_scales ? scale * row_scales[i] : scale;
       if (o.label_smoothing > 0.0)
-        loss[i] = smoothed_row(xi, tops[i], gi, c, y, row, w, v, w_sum, o, scale, want_grad);
+        loss[i] = smoothed_row(xi, tops[i], gi, c, y, row, w, v, w_sum, o, scale_i, want_grad);
       else if (o.log_end == 1.0)
-        loss[i] = full_row(xi, gi, c, y, row, o.bonus_floor, tiny, scale, want_grad);
+        loss[i] = full_row(xi, gi, c, y, row, o.bonus_floor, tiny, scale_i, want_grad);
       else
-        loss[i] = conservative_row(gi, c, y, row, 1.0 - o.log_end, scale, want_grad);
+        loss[i] = conservative_row(gi, c, y, row, 1.0 - o.log_end, scale_i, want_grad);
     }
   });
 }
@@ -245,7 +249,8 @@ double check_and_normalizer(const int64_t* t, const double* w, int64_t n, int64_
 std::tuple<at::Tensor, at::Tensor> compute(const at::Tensor& logits, const at::Tensor& target,
                                            const c10::optional<at::Tensor>& class_weight,
                                            const c10::optional<at::Tensor>& bonus_weight, const Options& o,
-                                           bool want_grad) {
+                                           bool want_grad, const c10::optional<at::Tensor>& row_scale = {},
+                                           bool float_loss = false) {
   TORCH_CHECK_VALUE(logits.dim() == 2 && target.dim() == 1 && target.size(0) == logits.size(0),
                     "encouraging_cpu: logits must be (N, C) and target (N,), got ", logits.sizes(), " and ",
                     target.sizes());
@@ -268,7 +273,12 @@ std::tuple<at::Tensor, at::Tensor> compute(const at::Tensor& logits, const at::T
   const double* vp = v.defined() ? v.data_ptr<double>() : nullptr;
   const double w_sum = wp ? w.sum().item<double>() : double(c);
   const double normalizer = check_and_normalizer(t.data_ptr<int64_t>(), wp, n, c, o.ignore_index);
-  const double row_scale = o.reduction == kMean ? 1.0 / normalizer : 1.0;
+  const double scale = o.reduction == kMean ? 1.0 / normalizer : 1.0;
+  // per-row upstream factors of the gradient (loss_and_grad), as float64 (n,)
+  const bool has_rows = row_scale.has_value() && row_scale->defined();
+  TORCH_CHECK_VALUE(!has_rows || (row_scale->dim() == 1 && row_scale->size(0) == n),
+                    "encouraging_cpu: row_scale must be a (", n, ",) tensor");
+  const at::Tensor rs = has_rows ? row_scale->to(at::kCPU, at::kDouble).contiguous() : at::Tensor();
   const at::Tensor x = logits.contiguous();
   // float32 rows for half-precision logits (read once, never copied), float64 for float64
   const at::ScalarType acc = at::toOpMathType(x.scalar_type());
@@ -283,19 +293,20 @@ std::tuple<at::Tensor, at::Tensor> compute(const at::Tensor& logits, const at::T
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "encouraging_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     rows<scalar_t, acc_t>(x.data_ptr<scalar_t>(), tops.data_ptr<acc_t>(), t.data_ptr<int64_t>(), wp, vp, w_sum,
-                          g.data_ptr<acc_t>(), loss.data(), n, c, o, row_scale, want_grad);
+                          g.data_ptr<acc_t>(), loss.data(), n, c, o, scale,
+                          has_rows ? rs.data_ptr<double>() : nullptr, want_grad);
   });
   at::Tensor out;
   if (o.reduction == kNone) {
-    out = at::empty({n}, x.options());
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "encouraging_cpu_out", [&] {
+    out = at::empty({n}, x.options().dtype(float_loss ? acc : x.scalar_type()));
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "encouraging_cpu_out", [&] {
       scalar_t* op = out.data_ptr<scalar_t>();
       for (int64_t i = 0; i < n; ++i) op[i] = scalar_t(loss[i]);
     });
   } else {
     double total = 0.0;
     for (double l : loss) total += l;
-    out = at::scalar_tensor(total * row_scale, x.options());
+    out = at::scalar_tensor(total * scale, x.options());
   }
   if (want_grad && acc != x.scalar_type()) g = g.to(x.scalar_type());  // the gradient in the logits' dtype
   return {out, want_grad ? g : at::Tensor()};
@@ -356,12 +367,31 @@ at::Tensor loss_autograd(const at::Tensor& logits, const at::Tensor& target, con
                                     label_smoothing, log_end, bonus_scale, bonus_floor);
 }
 
+// Per-row losses (float32 for half-precision logits, float64 for float64) and, with compute_grad, the gradient of
+// sum_i row_scale_i L_i (row_scale None: all ones), without autograd: the chunks of linear_encouraging_loss.
+std::tuple<at::Tensor, at::Tensor> loss_and_grad_cpu(const at::Tensor& logits, const at::Tensor& target,
+                                                     const OptionalTensor& class_weight,
+                                                     const OptionalTensor& bonus_weight, int64_t ignore_index,
+                                                     double label_smoothing, double log_end, double bonus_scale,
+                                                     double bonus_floor, const OptionalTensor& row_scale,
+                                                     bool compute_grad) {
+  const Options o = options(ignore_index, kNone, label_smoothing, log_end, bonus_scale, bonus_floor);
+  auto [loss, grad] = compute(logits, target, class_weight, bonus_weight, o, compute_grad, row_scale, true);
+  return {loss, compute_grad ? grad : logits.new_empty({0})};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(encouraging_cpu, m) {
   m.def("encouraging_loss(Tensor logits, Tensor target, Tensor? class_weight, Tensor? bonus_weight, "
         "int ignore_index, int reduction, float label_smoothing, float log_end, float bonus_scale, "
         "float bonus_floor) -> Tensor");
+  m.def("loss_and_grad(Tensor logits, Tensor target, Tensor? class_weight, Tensor? bonus_weight, "
+        "int ignore_index, float label_smoothing, float log_end, float bonus_scale, float bonus_floor, "
+        "Tensor? row_scale, bool compute_grad) -> (Tensor, Tensor)");
 }
-TORCH_LIBRARY_IMPL(encouraging_cpu, CPU, m) { m.impl("encouraging_loss", &loss_cpu); }
+TORCH_LIBRARY_IMPL(encouraging_cpu, CPU, m) {
+  m.impl("encouraging_loss", &loss_cpu);
+  m.impl("loss_and_grad", &loss_and_grad_cpu);
+}
 TORCH_LIBRARY_IMPL(encouraging_cpu, Autograd, m) { m.impl("encouraging_loss", &loss_autograd); }

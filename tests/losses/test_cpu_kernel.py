@@ -64,6 +64,41 @@ def test_kernel_equals_the_reference_in_float64(case):
 
 @given(cases())
 @settings(max_examples=examples(60))
+def test_loss_and_grad_op_equals_the_eager_closed_form(case):
+    """The op the linear loss's chunks use: per-row losses, and the gradient of sum_i s_i L_i for per-row factors s
+    (0 at ignored rows, as the chunks pass them), equal to fused.loss_and_grad in float64; loss only without s."""
+    from encouraging.losses.fused import Options, loss_and_grad
+
+    shape, ignore, opts, weights, scale = case
+    if len(shape) == 1:
+        shape = (1, *shape)
+    x, target, extra = _inputs(shape, ignore, weights, torch.float64, scale)
+    w = extra.get("weight")
+    v = w if extra.get("bonus_weight") == "same" else extra.get("bonus_weight")
+    factors = torch.rand(shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(2)).add_(0.5)
+    o = Options(-100, opts["label_smoothing"], opts["log_end"], opts["bonus_scale"], "log", 2.0, 0.0,
+                opts["bonus_floor"])
+    loss, grad = loss_and_grad(x, target, w, v, factors, o)
+    k_loss, k_grad = cpu_kernel.loss_and_grad(x, target, w, v, factors, -100, *o[1:4], o.bonus_floor)
+    assert_close(k_loss, loss, atol=1e-12 * scale, rtol=1e-9)
+    assert_close(k_grad, grad, atol=1e-12 * scale, rtol=1e-9)
+    only, none = cpu_kernel.loss_and_grad(x, target, w, v, None, -100, *o[1:4], o.bonus_floor)
+    assert none is None and torch.equal(only, k_loss)
+
+
+def test_loss_and_grad_op_dtypes_and_errors():
+    x = torch.randn(4, 7).to(torch.bfloat16)
+    target = torch.tensor([0, 6, -100, 3])
+    loss, grad = cpu_kernel.loss_and_grad(x, target, None, None, torch.ones(4), -100, 0.1, 0.75, 1.0, 0.0)
+    assert loss.dtype == torch.float32 and grad.dtype == torch.bfloat16 and not grad[2].any()
+    with pytest.raises(ValueError, match=r"row_scale must be a \(4,\) tensor"):
+        cpu_kernel.loss_and_grad(x, target, None, None, torch.ones(3), -100, 0.0, 0.75, 1.0, 0.0)
+    with pytest.raises(ValueError, match="target contains class index 9, outside"):
+        cpu_kernel.loss_and_grad(x, torch.tensor([0, 9, 1, 2]), None, None, None, -100, 0.0, 0.75, 1.0, 0.0)
+
+
+@given(cases())
+@settings(max_examples=examples(60))
 def test_kernel_float32_is_as_close_to_float64_truth_as_the_fused_path(case):
     """In float32 against the float64 reference: at most as far off as the eager fused path, plus a float32 unit
     (the kernel sums rows in float64, so it is usually closer)."""

@@ -57,11 +57,9 @@ def _dense_bonus(p, log_end, cap, FULL: tl.constexpr, one_minus=None):
 
 
 @triton.jit
-def _online_lse(m, s, f):
-    """One block of an online log-sum-exp: the running max ``m`` and sum ``s`` of ``exp(f - m)`` updated by
-    ``f`` (masked lanes at -inf)."""
-    m_new = tl.maximum(m, tl.max(f, 0))
-    return m_new, s * tl.exp(m - m_new) + tl.sum(tl.exp(f - m_new), 0)
+def _smoothed_target(q_row, offs, mask, eps, V):
+    """A block of a row of probability targets, smoothed: (1 - eps) t + eps / V, 0 in masked lanes."""
+    return tl.where(mask, tl.load(q_row + offs, mask=mask, other=0.0).to(tl.float32) * (1.0 - eps) + eps / V, 0.0)
 
 
 @triton.jit
@@ -104,7 +102,9 @@ def _el_kernel(
         offs = start + tl.arange(0, BLOCK)
         mask = offs < V
         f = tl.load(x_row + offs, mask=mask, other=-float("inf")).to(tl.float32)
-        m, s = _online_lse(m, s, f)
+        m_new = tl.maximum(m, tl.max(f, 0))
+        s = s * tl.exp(m - m_new) + tl.sum(tl.exp(f - m_new), 0)
+        m = m_new
         if FULL:
             f_o = tl.where(offs == y, -float("inf"), f)
             m_o_new = tl.maximum(m_o, tl.max(f_o, 0))
@@ -243,7 +243,7 @@ def _el_soft_kernel(
         others += tl.sum(tl.where(offs == tl.where(new_top, block_top, -1), 0.0, tl.exp(f - m_new)), 0)
         top = tl.where(new_top, block_top, top)
         m = m_new
-        qw = tl.where(mask, tl.load(q_row + offs, mask=mask, other=0.0).to(tl.float32) * (1.0 - eps) + eps / V, 0.0)
+        qw = _smoothed_target(q_row, offs, mask, eps, V)
         if HAS_W:
             qw *= tl.load(w_ptr + offs, mask=mask, other=0.0)
         sum_qwf += tl.sum(tl.where(mask, qw * f, 0.0), 0)
@@ -258,7 +258,7 @@ def _el_soft_kernel(
         mask = offs < V
         p = tl.exp(tl.load(x_row + offs, mask=mask, other=0.0).to(tl.float32) - lse)
         value, beta = _dense_bonus(p, log_end, cap, FULL, tl.where(offs == top, top_one_minus, 1.0 - p))
-        q = tl.where(mask, tl.load(q_row + offs, mask=mask, other=0.0).to(tl.float32) * (1.0 - eps) + eps / V, 0.0)
+        q = _smoothed_target(q_row, offs, mask, eps, V)
         w = tl.load(w_ptr + offs, mask=mask, other=0.0) if HAS_W else 1.0
         v = tl.load(v_ptr + offs, mask=mask, other=0.0) if HAS_V else 1.0
         dense += tl.sum(q * v * value, 0)
@@ -273,7 +273,7 @@ def _el_soft_kernel(
             mask = offs < V
             p = tl.exp(tl.load(x_row + offs, mask=mask, other=0.0).to(tl.float32) - lse)
             _, beta = _dense_bonus(p, log_end, cap, FULL, tl.where(offs == top, top_one_minus, 1.0 - p))
-            q = tl.load(q_row + offs, mask=mask, other=0.0).to(tl.float32) * (1.0 - eps) + eps / V
+            q = _smoothed_target(q_row, offs, mask, eps, V)
             w = tl.load(w_ptr + offs, mask=mask, other=0.0) if HAS_W else 1.0
             v = tl.load(v_ptr + offs, mask=mask, other=0.0) if HAS_V else 1.0
             c = q * (-w + rho * v * beta)

@@ -6,9 +6,9 @@ by its authors as bandwidth-bound. Which suits EL (whose smoothed form does more
 measurement. For each shape and loss (``el``: the paper's default, ``el_le1.0``: the full bonus, ``el_ls0.1``:
 label smoothing 0.1), this times one call of ``el_loss_and_grad`` (loss and gradient of every logit: the whole of
 a forward+backward, backward only scales) for the default block size and every one from 1024 to 32768 up to the
-row's next power of two, each with 4, 8, 16 and 32 warps (the median of ``--reps`` calls, each bracketed by
-``torch.cuda.synchronize``), and prints each beside the current default (``vs_default``; the default's own row is
-marked ``*``).
+row's next power of two, each with 4, 8, 16 and 32 warps (``--blocks`` and ``--warps`` narrow the sweep; the median
+of ``--reps`` calls, each bracketed by ``torch.cuda.synchronize``), and prints each beside the current default
+(``vs_default``; the default's own row is marked ``*``).
 
 ``--static`` needs no GPU: it compiles each configuration for an architecture (``--arch``, default 90: H100) with
 Triton's own toolchain and reads the cubin's resource usage (``cuobjdump -res-usage``): registers per thread, stack
@@ -37,6 +37,7 @@ import torch  # noqa: E402
 from loss import _shapes, environment  # noqa: E402
 
 VARIANTS = {"el": {}, "el_le1.0": {"log_end": 1.0}, "el_ls0.1": {"label_smoothing": 0.1}}
+BLOCKS = (1024, 2048, 4096, 8192, 16384, 32768)
 WARPS = (4, 8, 16, 32)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -54,29 +55,36 @@ def _median_ms(fn, reps: int, device: str) -> float:
     return statistics.median(times)
 
 
-def tune(n: int, c: int, dtype: torch.dtype, device: str, reps: int) -> list[dict]:
-    """One row per (variant, block, warps) at shape (n, c)."""
+def tune(n: int, c: int, dtype: torch.dtype, device: str, reps: int, blocks: tuple[int, ...] = BLOCKS,
+         warps: tuple[int, ...] = WARPS) -> list[dict]:
+    """One row per (variant, block, warps) at shape (n, c); the default configuration is always among them."""
     from encouraging.losses.triton import el
 
     g = torch.Generator().manual_seed(0)
     logits = (torch.randn(n, c, generator=g) * 3).to(device=device, dtype=dtype)
     target = torch.randint(c, (n,), generator=g).to(device)
     default = (el._block_size(c), el._num_warps(el._block_size(c)))
-    blocks = [b for b in (1024, 2048, 4096, 8192, 16384, 32768) if b <= el.triton.next_power_of_2(c)]
+    configs = {(b, w) for b in blocks if b <= el.triton.next_power_of_2(c) for w in warps} | {default}
     rows = []
     for variant, kwargs in VARIANTS.items():
         timed = {}
-        for block in sorted(set(blocks) | {default[0]}):
-            for warps in WARPS:
-                timed[block, warps] = _median_ms(
-                    lambda block=block, warps=warps, kwargs=kwargs: el.el_loss_and_grad(
-                        logits, target, block_size=block, num_warps=warps, **kwargs),
-                    reps, device)
+        for block, nw in sorted(configs):
+            timed[block, nw] = _median_ms(
+                lambda block=block, nw=nw, kwargs=kwargs: el.el_loss_and_grad(
+                    logits, target, block_size=block, num_warps=nw, **kwargs),
+                reps, device)
         for (block, warps), ms in sorted(timed.items(), key=lambda item: item[1]):
             rows.append({"variant": variant, "N": n, "C": c, "dtype": str(dtype).removeprefix("torch."),
                          "block": block, "num_warps": warps, "median_ms": ms, "vs_default": ms / timed[default],
                          "default": (block, warps) == default})
     return rows
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 8,16,32, got {text!r}") from None
 
 
 def static_rows(dtype: str, arch: int) -> list[dict]:
@@ -93,7 +101,7 @@ def static_rows(dtype: str, arch: int) -> list[dict]:
     for variant, kwargs in VARIANTS.items():
         flags = dict(HAS_W=False, HAS_V=False, HAS_SCALE=True, SCALE_LOSS=True, SMOOTH="label_smoothing" in kwargs,
                      FULL=kwargs.get("log_end") == 1.0, HAS_FLOOR=False, COMPUTE_GRAD=True)
-        for block in (1024, 2048, 4096, 8192, 16384, 32768):
+        for block in BLOCKS:
             for warps in WARPS:
                 compiled = el.compile_for(arch, dtype=dtype, num_warps=warps, BLOCK=block, **flags)
                 with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
@@ -119,6 +127,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--device", default="cuda", help="cuda[:i] (cpu: interpreter smoke test only)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     parser.add_argument("--reps", type=int, default=20, help="timed calls per configuration")
+    parser.add_argument("--blocks", type=_ints, default=BLOCKS, help="block sizes to time (default: 1024 to 32768)")
+    parser.add_argument("--warps", type=_ints, default=WARPS, help="warps per program to time (default: 4,8,16,32)")
     parser.add_argument("--top", type=int, default=6, help="fastest rows printed per (shape, variant)")
     parser.add_argument("--json", type=Path, help="also write the machine line and every row as JSON")
     parser.add_argument("--static", action="store_true", help="resource usage per configuration, no GPU needed")
@@ -140,7 +150,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
           f"{'vs_default':>10}")
     rows = []
     for n, c in args.shapes:
-        shape_rows = tune(n, c, DTYPES[args.dtype], args.device, args.reps)
+        shape_rows = tune(n, c, DTYPES[args.dtype], args.device, args.reps, args.blocks, args.warps)
         rows += shape_rows
         for variant in VARIANTS:
             mine = [r for r in shape_rows if r["variant"] == variant]

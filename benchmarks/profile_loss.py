@@ -17,6 +17,7 @@ import argparse
 import time
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 import bench_large_vocab  # the linear-head providers
@@ -65,7 +66,8 @@ def profile_op(op: str, shape: tuple[int, ...], device: str, reps: int, warmup: 
     print(events.table(sort_by=sort, row_limit=rows))
     print(f"{op}: {wall * 1e3:.3f} ms per call under the profiler (its own overhead included)")
     if device.startswith("cuda"):
-        device_us = sum(event.self_device_time_total for event in events) / reps
+        # Kernels, copies and memsets only: an operator's row repeats the device time of the kernels it launched.
+        device_us = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA) / reps
         print(f"{op}: {device_us / 1e3:.3f} ms of kernel time per call (the kernels' self device time, summed)")
     print()
 

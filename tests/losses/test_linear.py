@@ -138,6 +138,31 @@ def test_backward_twice_refused():
         out.backward()
 
 
+def test_backward_scales_by_the_upstream_gradient_unless_it_is_one():
+    """The gradients are computed in forward; backward multiplies them by the upstream gradient, and hands them
+    over untouched for ``loss.backward()`` (an upstream 1: no pass over the (V, H) weight gradient)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Muls(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.count += func in (torch.ops.aten.mul_.Tensor, torch.ops.aten.mul.Tensor)
+            return func(*args, **(kwargs or {}))
+
+    hidden, weight, b, target = _inputs(12, 9, 5, torch.float64)
+    refs = torch.autograd.grad(_reference(hidden, weight, b, target, {}, "mean"), (hidden, weight, b))
+    for upstream, muls in ((1.0, 0), (2.5, 3)):
+        out = linear_encouraging_loss(hidden, weight, target, b, chunk_size=5)
+        with Muls() as mode:
+            grads = torch.autograd.grad(out, (hidden, weight, b), torch.tensor(upstream, dtype=torch.float64))
+        assert mode.count == muls
+        for g, r in zip(grads, refs, strict=True):
+            assert_close(g, upstream * r)
+
+
 def test_no_bias_and_frozen_weight():
     hidden, weight, _, target = _inputs(20, 15, 4, torch.float64, bias=False)
     weight.requires_grad_(False)

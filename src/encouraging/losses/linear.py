@@ -35,7 +35,7 @@ from torch import Tensor
 from . import cpu_kernel
 from ._checks import check_class_vector, check_floating, check_range, check_reduction, check_target_range
 from .functional import bonus_params, resolve_bonus_weight
-from .fused import Options, loss_and_grad, triton_loss_and_grad
+from .fused import Options, _worth_reading, loss_and_grad, triton_loss_and_grad
 from .modules import EncouragingOptions
 
 IMPLS = ("auto", "torch", "triton")
@@ -93,16 +93,21 @@ def _chunk_kernel(hidden: Tensor, target: Tensor, opts: Options, impl: str) -> s
 
 
 def _chunk_loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor | None, bonus_weight: Tensor | None,
-                         token_grad: Tensor | None, opts: Options, kernel: str) -> tuple[Tensor, Tensor | None]:
-    """Per-token loss (float32 or float64) of a chunk of logits and, if ``token_grad`` is given,
-    ``d sum_i token_grad_i L_i / d logits`` in the logits' dtype (the Triton kernel writes it over the logits,
-    which the chunk loop owns)."""
+                         token_grad: Tensor | None, opts: Options, kernel: str, *, out: Tensor) -> Tensor | None:
+    """Writes the per-token losses of a chunk of logits into ``out`` (float32 or float64) and returns, if
+    ``token_grad`` is given, ``d sum_i token_grad_i L_i / d logits`` in the logits' dtype (the Triton kernel
+    writes the losses into ``out`` and the gradient over the logits, which the chunk loop owns: no copy)."""
     if kernel == "triton":
-        return triton_loss_and_grad(logits, target, class_weight, bonus_weight, token_grad, opts, inplace=True)
+        return triton_loss_and_grad(logits, target, class_weight, bonus_weight, token_grad, opts, inplace=True,
+                                    out=out)[1]
     if kernel == "cpp":
-        return cpu_kernel.loss_and_grad(logits, target, class_weight, bonus_weight, token_grad, opts.ignore_index,
-                                        opts.label_smoothing, opts.log_end, opts.bonus_scale, opts.bonus_floor)
-    return loss_and_grad(logits, target, class_weight, bonus_weight, token_grad, opts)
+        loss, grad = cpu_kernel.loss_and_grad(logits, target, class_weight, bonus_weight, token_grad,
+                                              opts.ignore_index, opts.label_smoothing, opts.log_end,
+                                              opts.bonus_scale, opts.bonus_floor)
+    else:
+        loss, grad = loss_and_grad(logits, target, class_weight, bonus_weight, token_grad, opts)
+    out.copy_(loss)
+    return grad
 
 
 @torch.library.custom_op("encouraging::linear_el_chunks", mutates_args=())
@@ -128,8 +133,8 @@ def _linear_el_chunks(
         h = hidden[start:stop]
         logits = F.linear(h, weight, bias)
         chunk_grad = token_grad[start:stop] if with_grad else None
-        loss[start:stop], d_logits = _chunk_loss_and_grad(
-            logits, target[start:stop], class_weight, bonus_weight, chunk_grad, opts, kernel)
+        d_logits = _chunk_loss_and_grad(logits, target[start:stop], class_weight, bonus_weight, chunk_grad, opts,
+                                        kernel, out=loss[start:stop])
         if not with_grad:
             continue
         if d_hidden.numel():
@@ -183,7 +188,13 @@ class _LinearEncouragingLoss(torch.autograd.Function):
                                    "forward and hands them over once: backward through it twice (retain_graph) is "
                                    "not supported; use reduction='none' and reduce outside")
             grads, ctx.grads = ctx.grads, None
-            grads = [g.mul_(grad_out.to(g.dtype)) if need else None for g, need in zip(grads, ctx.needs, strict=True)]
+            largest = max(grads, key=Tensor.numel)
+            if not (_worth_reading(grad_out, largest) and float(grad_out) == 1.0):
+                # loss.backward() of the loss itself skips this: a read and a write of d weight (V, H), 0.1 ms
+                # per call at 8192x32000x1024 bf16 on an H200 (benchmarks/records/profile-cuda-8192x32000x1024-*)
+                for g in grads:
+                    g.mul_(grad_out.to(g.dtype))
+            grads = [g if need else None for g, need in zip(grads, ctx.needs, strict=True)]
         else:
             hidden, weight, bias, target, class_weight, bonus_weight = ctx.saved_tensors
             out = _linear_el_chunks(hidden, weight, bias, target, class_weight, bonus_weight,

@@ -372,11 +372,9 @@ def soft_loss_and_grad(logits: Tensor, probs: Tensor, class_weight: Tensor | Non
 
 
 def triton_loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor | None, bonus_weight: Tensor | None,
-                         token_grad: Tensor | None, opts: Options, *,
-                         inplace: bool = False, out: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+                         token_grad: Tensor | None, opts: Options) -> tuple[Tensor, Tensor | None]:
     """:func:`loss_and_grad` (or :func:`soft_loss_and_grad` for probability targets) by the Triton kernels (2-D
-    logits, ``opts.triton_ready``); ``inplace`` writes the gradient over the logits (for a caller that owns them),
-    ``out`` takes the losses (see :func:`~encouraging.losses.triton.el.el_loss_and_grad`)."""
+    logits, ``opts.triton_ready``)."""
     from .triton import el_loss_and_grad
 
     scale = (torch.as_tensor(token_grad, dtype=torch.float32, device=logits.device).expand(logits.shape[:1])
@@ -385,7 +383,7 @@ def triton_loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor | 
         logits, target, class_weight, opts.ignore_index if opts.ignore_index is not None else -1,
         opts.label_smoothing, log_end=opts.log_end,
         bonus_scale=opts.bonus_scale, bonus_weight=bonus_weight, bonus_floor=opts.bonus_floor, grad_scale=scale,
-        compute_grad=token_grad is not None, inplace=inplace, out=out)
+        compute_grad=token_grad is not None)
 
 
 def _any_loss_and_grad(

@@ -35,7 +35,7 @@ from torch import Tensor
 from . import cpu_kernel
 from ._checks import check_class_vector, check_floating, check_range, check_reduction, check_target_range
 from .functional import bonus_params, resolve_bonus_weight
-from .fused import Options, _worth_reading, loss_and_grad, triton_loss_and_grad
+from .fused import Options, _worth_reading, loss_and_grad
 from .modules import EncouragingOptions
 
 IMPLS = ("auto", "torch", "triton")
@@ -92,22 +92,42 @@ def _chunk_kernel(hidden: Tensor, target: Tensor, opts: Options, impl: str) -> s
     return "torch"
 
 
-def _chunk_loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor | None, bonus_weight: Tensor | None,
-                         token_grad: Tensor | None, opts: Options, kernel: str, *, out: Tensor) -> Tensor | None:
-    """Writes the per-token losses of a chunk of logits into ``out`` (float32 or float64) and returns, if
-    ``token_grad`` is given, ``d sum_i token_grad_i L_i / d logits`` in the logits' dtype (the Triton kernel
-    writes the losses into ``out`` and the gradient over the logits, which the chunk loop owns: no copy)."""
+def _chunk_computer(kernel: str, target: Tensor, class_weight: Tensor | None, bonus_weight: Tensor | None,
+                    token_grad: Tensor | None, opts: Options):
+    """``compute(logits, rows, out)`` for the chunks of one call: writes the per-token losses of the chunk of
+    logits of tokens ``rows`` (a slice) into ``out`` (float32 or float64) and returns, if ``token_grad`` is
+    given, ``d sum_i token_grad_i L_i / d logits`` in the logits' dtype. For the Triton kernel the per-call work
+    (casting the weights and the token scales, checking the targets' layout) happens here once, and each chunk
+    is one launch that writes its losses into ``out`` and its gradient over the logits (the loop owns them)."""
     if kernel == "triton":
-        return triton_loss_and_grad(logits, target, class_weight, bonus_weight, token_grad, opts, inplace=True,
-                                    out=out)[1]
-    if kernel == "cpp":
-        loss, grad = cpu_kernel.loss_and_grad(logits, target, class_weight, bonus_weight, token_grad,
-                                              opts.ignore_index, opts.label_smoothing, opts.log_end,
-                                              opts.bonus_scale, opts.bonus_floor)
-    else:
-        loss, grad = loss_and_grad(logits, target, class_weight, bonus_weight, token_grad, opts)
-    out.copy_(loss)
-    return grad
+        from .triton.el import launch
+
+        def f32(vector: Tensor | None) -> Tensor | None:
+            return vector.to(torch.float32).contiguous() if vector is not None else None
+
+        w, v, scale, labels = f32(class_weight), f32(bonus_weight), f32(token_grad), target.long().contiguous()
+        ignore = opts.ignore_index if opts.ignore_index is not None else -1
+
+        def compute(logits: Tensor, rows: slice, out: Tensor) -> Tensor | None:
+            grad = logits if scale is not None else None
+            launch(logits, labels[rows], w, v, out, grad, ignore, opts.label_smoothing, opts.log_end,
+                   opts.bonus_scale, opts.bonus_floor, scale=scale[rows] if scale is not None else None)
+            return grad
+
+        return compute
+
+    def compute(logits: Tensor, rows: slice, out: Tensor) -> Tensor | None:
+        chunk_grad = token_grad[rows] if token_grad is not None else None
+        if kernel == "cpp":
+            loss, grad = cpu_kernel.loss_and_grad(logits, target[rows], class_weight, bonus_weight, chunk_grad,
+                                                  opts.ignore_index, opts.label_smoothing, opts.log_end,
+                                                  opts.bonus_scale, opts.bonus_floor)
+        else:
+            loss, grad = loss_and_grad(logits, target[rows], class_weight, bonus_weight, chunk_grad, opts)
+        out.copy_(loss)
+        return grad
+
+    return compute
 
 
 @torch.library.custom_op("encouraging::linear_el_chunks", mutates_args=())
@@ -121,20 +141,19 @@ def _linear_el_chunks(
     weight, bias) as ``needs`` asks (an empty tensor where not asked)."""
     opts = Options(ignore_index, label_smoothing, log_end, bonus_scale, bonus, gamma, bonus_start, bonus_floor)
     n = hidden.shape[0]
-    kernel = _chunk_kernel(hidden, target, opts, impl)
     loss = torch.empty(n, dtype=torch.float64 if hidden.dtype == torch.float64 else torch.float32,
                        device=hidden.device)
     with_grad = token_grad is not None
     d_hidden = hidden.new_empty(hidden.shape) if with_grad and needs[0] else hidden.new_empty(0)
     d_weight = torch.zeros_like(weight) if with_grad and needs[1] else weight.new_empty(0)
     d_bias = torch.zeros_like(bias) if with_grad and bias is not None and needs[2] else hidden.new_empty(0)
+    compute = _chunk_computer(_chunk_kernel(hidden, target, opts, impl), target, class_weight, bonus_weight,
+                              token_grad, opts)
     for start in range(0, n, chunk_size):
         stop = min(start + chunk_size, n)
         h = hidden[start:stop]
         logits = F.linear(h, weight, bias)
-        chunk_grad = token_grad[start:stop] if with_grad else None
-        d_logits = _chunk_loss_and_grad(logits, target[start:stop], class_weight, bonus_weight, chunk_grad, opts,
-                                        kernel, out=loss[start:stop])
+        d_logits = compute(logits, slice(start, stop), loss[start:stop])
         if not with_grad:
             continue
         if d_hidden.numel():

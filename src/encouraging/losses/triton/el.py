@@ -320,7 +320,6 @@ def el_loss_and_grad(
     grad_scale: Tensor | None = None,
     compute_grad: bool = True,
     inplace: bool = False,
-    out: Tensor | None = None,
     block_size: int | None = None,
     num_warps: int | None = None,
 ) -> tuple[Tensor, Tensor | None]:
@@ -334,9 +333,7 @@ def el_loss_and_grad(
     grad_scale`` ``(N,)`` (all ones when None); ``None`` when ``compute_grad=False``.
 
     ``inplace=True`` writes the gradient over ``logits`` (saves one ``(N, V)`` buffer; the caller's logits are
-    lost). Otherwise no input is modified. ``out``: a contiguous float32 ``(N,)`` tensor on the logits' device
-    that takes the losses (returned as ``loss``; by default a new one). ``bonus_weight`` is a ``(V,)`` tensor
-    (resolve ``'same'`` first).
+    lost). Otherwise no input is modified. ``bonus_weight`` is a ``(V,)`` tensor (resolve ``'same'`` first).
     ``block_size`` (a power of two) and ``num_warps`` override the launch configuration (for tuning:
     ``benchmarks/tune_triton.py``).
     """
@@ -358,10 +355,6 @@ def el_loss_and_grad(
     check_range("bonus_floor", bonus_floor, 0.0, 1.0, high_open=True)
     if grad_scale is not None and grad_scale.shape != (n,):
         raise ValueError(f"grad_scale must have shape ({n},), got {tuple(grad_scale.shape)}")
-    if out is not None and (out.shape != (n,) or out.dtype != torch.float32 or out.device != logits.device
-                            or not out.is_contiguous()):
-        raise ValueError(f"out must be a contiguous float32 ({n},) tensor on {logits.device}, got shape "
-                         f"{tuple(out.shape)}, dtype {out.dtype} on {out.device}")
 
     def f32(t: Tensor | None) -> Tensor | None:
         return t.to(device=logits.device, dtype=torch.float32).contiguous() if t is not None else None
@@ -369,7 +362,7 @@ def el_loss_and_grad(
     w, v, scale = f32(weight), f32(bonus_weight), f32(grad_scale)
     target = target.to(logits.device)
     target = target.contiguous() if soft else target.long().contiguous()
-    loss = out if out is not None else torch.empty(n, dtype=torch.float32, device=logits.device)
+    loss = torch.empty(n, dtype=torch.float32, device=logits.device)
     grad = (logits if inplace else torch.empty_like(logits)) if compute_grad else None
     launch(logits, target, w, v, loss, grad, ignore_index, label_smoothing, log_end, bonus_scale, bonus_floor,
            scale=scale, block_size=block_size, num_warps=num_warps)

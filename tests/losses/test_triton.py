@@ -163,6 +163,44 @@ def test_materialized_logits_through_impl_triton(name):
         assert torch.isfinite(reduced_grad).all()
 
 
+@here
+@pytest.mark.parametrize("targets", ["index", "probs"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("name", ["plain", "smooth", "weights-floor"])
+def test_kdim_input_through_impl_triton(name, layout, targets):
+    """``(N, C, d1, d2)`` logits take the Triton kernel as ``(N d1 d2, C)`` rows: loss and gradient equal the
+    float64 reference for every reduction, in both memory layouts, and the caller's logits are never
+    overwritten (the kernel writes its gradient in place only over its own classes-last copy)."""
+    n, c, d1, d2 = 3, 37, 4, 5
+    gen = torch.Generator().manual_seed(7)
+    logits = (torch.randn(n, c, d1, d2, generator=gen) * 3).to(DEVICE)
+    if layout == "channels_last":
+        logits = logits.contiguous(memory_format=torch.channels_last)
+    if targets == "probs":
+        target = torch.softmax(torch.randn(n, c, d1, d2, generator=gen) * 2, 1).to(DEVICE)
+    else:
+        target = torch.randint(c, (n, d1, d2), generator=gen).to(DEVICE)
+        target[0, 0, :2] = -100
+    kwargs = {"plain": {}, "smooth": dict(label_smoothing=0.1, log_end=1.0),
+              "weights-floor": dict(weight=torch.rand(c, generator=gen).to(DEVICE) + 0.5, bonus_weight="same",
+                                    bonus_floor=1e-3, log_end=0.5)}[name]
+    for reduction in ("mean", "sum", "none"):
+        x = logits.clone(memory_format=torch.preserve_format).requires_grad_()
+        before = x.detach().clone()
+        loss = encouraging_loss(x, target, reduction=reduction, impl="triton", **kwargs)
+        upstream = torch.rand(loss.shape, generator=gen).to(DEVICE) + 0.5
+        (grad,) = torch.autograd.grad(loss, x, upstream)
+        assert torch.equal(x.detach(), before)
+        x64 = logits.double().requires_grad_()
+        expected = encouraging_loss(x64, target.double() if targets == "probs" else target, reduction=reduction,
+                                    impl="autograd", **{k: (v.double() if isinstance(v, torch.Tensor) else v)
+                                                        for k, v in kwargs.items()})
+        (expected_grad,) = torch.autograd.grad(expected, x64, upstream.double())
+        assert loss.shape == expected.shape
+        assert_close(loss.double(), expected.detach(), torch.float32, atol=1e-4, rtol=1e-5)
+        assert_close(grad.double(), expected_grad, torch.float32, atol=1e-5, rtol=1e-4)
+
+
 @st.composite
 def launch_cases(draw):
     """Every option the few-launch path (``triton.loss``) takes: reductions, smoothing, log_end, bonus_scale (0

@@ -232,12 +232,13 @@ def encouraging_loss(
             its memory), ``'cpp'`` does so in one compiled CPU kernel with a C++ backward
             (:mod:`encouraging.losses.cpu_kernel`: 2-D logits, class-index targets, the log bonus without
             ``bonus_start``; label smoothing with ``log_end < 1``), ``'triton'`` in one CUDA kernel
-            (class indices or probabilities, 2-D input, the log bonus without ``bonus_start``; plain ``(N, C)``
+            (class indices or probabilities, any input shape, the log bonus without ``bonus_start``; plain ``(N, C)``
             calls in as many launches as ``F.cross_entropy``: :mod:`encouraging.losses.triton.loss`),
             ``'autograd'`` is the op-by-op form (it alone has second derivatives, gradients for ``weight``,
             ``bonus_weight`` or probability targets, runs under ``torch.func`` transforms, and takes
             ``log_probs``); ``'auto'`` picks ``F.cross_entropy`` itself when ``bonus_scale=0``, ``'autograd'``
-            where only it applies, else the CPU kernel (CPU) or Triton (CUDA) where it applies, else ``'torch'``.
+            where only it applies, else the CPU kernel (CPU) or Triton (CUDA; 2-D input) where it applies, else
+            ``'torch'``.
 
     Returns:
         A scalar, or a tensor of the target's shape for ``reduction='none'``.
@@ -361,13 +362,11 @@ def _use_cpp(impl: str, t: Targets, label_smoothing: float, bonus: str, log_end:
 def _triton_unsupported(t: Targets, opts: Options) -> str | None:
     """What keeps the Triton kernel from computing this call, or None."""
     x = t.x
-    if x.dim() != 2:
-        return "input with more than 2 dimensions"
     if x.dtype == torch.float64:
         return "float64 input"
     if not opts.triton_ready:
         return "a bonus other than 'log', or bonus_start > 0"
-    if x.stride(1) != 1:
+    if x.dim() == 2 and x.stride(1) != 1:
         return "non-contiguous rows"
     from .triton import available
 
@@ -380,6 +379,10 @@ def _use_triton(impl: str, t: Targets, opts: Options) -> bool:
     """Whether the Triton kernel computes this call: for ``impl='triton'`` (refused where it cannot), and for
     ``'auto'`` on CUDA wherever it applies."""
     if impl == "torch" or (impl == "auto" and t.x.device.type != "cuda"):
+        return False
+    if impl == "auto" and t.x.dim() > 2:
+        # Not timed on a GPU yet: K-dim input runs the kernel as (N d1 ..., C) rows, one program per row, which
+        # may lose to the eager fused path where rows are a few classes (segmentation); GPU queue entry 8.
         return False
     why = _triton_unsupported(t, opts)
     if impl == "triton" and why is not None:

@@ -373,17 +373,31 @@ def soft_loss_and_grad(logits: Tensor, probs: Tensor, class_weight: Tensor | Non
 
 def triton_loss_and_grad(logits: Tensor, target: Tensor, class_weight: Tensor | None, bonus_weight: Tensor | None,
                          token_grad: Tensor | None, opts: Options) -> tuple[Tensor, Tensor | None]:
-    """:func:`loss_and_grad` (or :func:`soft_loss_and_grad` for probability targets) by the Triton kernels (2-D
-    logits, ``opts.triton_ready``)."""
+    """:func:`loss_and_grad` (or :func:`soft_loss_and_grad` for probability targets) by the Triton kernels
+    (``opts.triton_ready``). ``(N, C, d1, ..., dK)`` logits are computed as ``(N d1 ... dK, C)`` rows: a copy with
+    the classes last (the kernel reads a row's classes contiguously), which then takes the gradient in place, so
+    the call holds one ``(N, C, *)`` buffer, as ``F.cross_entropy`` holds its log-probabilities; logits already
+    laid out with the classes last (channels-last) are read as they are."""
     from .triton import el_loss_and_grad
 
-    scale = (torch.as_tensor(token_grad, dtype=torch.float32, device=logits.device).expand(logits.shape[:1])
-             .contiguous() if token_grad is not None else None)
-    return el_loss_and_grad(
-        logits, target, class_weight, opts.ignore_index if opts.ignore_index is not None else -1,
+    positions = (logits.shape[0],) + tuple(logits.shape[2:])
+    rows, inplace = logits, False
+    if logits.dim() > 2:
+        classes_last = logits.movedim(1, -1)
+        inplace = not classes_last.is_contiguous()  # reshape copies: the copy is ours to overwrite
+        rows = classes_last.reshape(-1, logits.shape[1])
+        target = target.movedim(1, -1).reshape(rows.shape) if target.is_floating_point() else target.reshape(-1)
+    scale = (torch.as_tensor(token_grad, dtype=torch.float32, device=logits.device).expand(positions)
+             .reshape(-1).contiguous() if token_grad is not None else None)
+    loss, grad = el_loss_and_grad(
+        rows, target, class_weight, opts.ignore_index if opts.ignore_index is not None else -1,
         opts.label_smoothing, log_end=opts.log_end,
         bonus_scale=opts.bonus_scale, bonus_weight=bonus_weight, bonus_floor=opts.bonus_floor, grad_scale=scale,
-        compute_grad=token_grad is not None)
+        compute_grad=token_grad is not None, inplace=inplace)
+    if logits.dim() > 2:
+        loss = loss.view(positions)
+        grad = grad.view(positions + (logits.shape[1],)).movedim(-1, 1) if grad is not None else None
+    return loss, grad
 
 
 def _any_loss_and_grad(

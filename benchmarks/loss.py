@@ -1,7 +1,9 @@
 """Loss benchmark: forward+backward time and peak memory of the encouraging loss and its baselines.
 
 What is measured, per shape (N, C) and op: one forward plus backward of ``op(logits, target)``
-(``reduction='mean'``) on float32 logits of shape (N, C) that require grad, with class-index targets. The ``el``
+(``reduction='mean'``) on float32 logits of shape (N, C) that require grad, with class-index targets. A shape
+``NxCxD1x...`` gives K-dimensional logits ``(N, C, D1, ...)`` and targets ``(N, D1, ...)`` (the table's N column
+then reads ``NxD1x...``); Liger-Kernel's ops take 2-D logits only and are left out there. The ``el``
 rows run ``impl='auto'`` (on the CPU the compiled kernel where it applies, else the eager fused path; Triton on
 CUDA); the ``_torch`` rows the eager fused path, the ``_autograd`` rows the op-by-op path.
 
@@ -32,6 +34,7 @@ import datetime
 import gc
 import importlib.util
 import json
+import math
 import os
 import platform
 import resource
@@ -83,6 +86,12 @@ def el_ls(x, t):
     from encouraging import encouraging_loss
 
     return encouraging_loss(x, t, label_smoothing=SMOOTHING, log_end=0.75)
+
+
+def el_triton(x, t):
+    from encouraging import encouraging_loss
+
+    return encouraging_loss(x, t, log_end=0.75, impl="triton")
 
 
 def el_torch(x, t):
@@ -149,6 +158,7 @@ PROVIDERS = {
     "el": (el, "ce"),
     "el_le1.0": (el_le1, "ce"),
     "el_ls0.1": (el_ls, "ce_ls0.1"),
+    "el_triton": (el_triton, "ce"),
     "el_torch": (el_torch, "ce"),
     "el_le1.0_torch": (el_le1_torch, "ce"),
     "el_autograd": (el_autograd, "ce"),
@@ -160,6 +170,7 @@ PROVIDERS = {
     "liger_ce_ls0.1": (liger_ce_ls, "ce_ls0.1"),
 }
 LIGER = ("liger_ce", "liger_ce_ls0.1")  # default ops on CUDA when liger-kernel is installed (Triton: CUDA only)
+CUDA_ONLY = ("el_triton", *LIGER)
 
 
 def get_provider(name: str):
@@ -170,7 +181,8 @@ def get_provider(name: str):
 
 
 def reps_for(n: int, c: int) -> int:
-    """About 6e8 logits per op and shape: 5 repetitions at (4096, 32000), 3 at least, 200 at most."""
+    """About 6e8 logits per op and shape: 5 repetitions at (4096, 32000), 3 at least, 200 at most (``n``: the
+    positions, N times the K dimensions)."""
     return max(3, min(200, round(6e8 / (n * c))))
 
 
@@ -196,21 +208,23 @@ def _is_oom(err: Exception) -> bool:
     return isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and "memory" in str(err).lower())
 
 
-def _prepare(ops: list[str], n: int, c: int, device: str, threads: int | None):
-    """Set threads, run each op once on 8 rows (lazy initialization, not measured), cap memory, make the inputs."""
+def _prepare(ops: list[str], n: int, c: int, device: str, threads: int | None, dims: tuple[int, ...] = ()):
+    """Set threads, run each op once on 8 rows (lazy initialization, not measured), cap memory, make the inputs
+    (``dims``: the K dimensions of K-dim logits)."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
     fns = {op: get_provider(op)[0] for op in ops}
     gen = torch.Generator(device).manual_seed(0)
+    small = (min(n, 8),) + tuple(min(d, 2) for d in dims)
     for fn in fns.values():
-        fn(torch.randn(min(n, 8), c, device=device, requires_grad=True),
-           torch.randint(c, (min(n, 8),), device=device)).backward()
+        fn(torch.randn(small[0], c, *small[1:], device=device, requires_grad=True),
+           torch.randint(c, small, device=device)).backward()
     if device == "cpu":
         _limit_address_space()
-    x = torch.randn(n, c, device=device, generator=gen, requires_grad=True)
-    return torch, fns, x, torch.randint(c, (n,), device=device, generator=gen)
+    x = torch.randn(n, c, *dims, device=device, generator=gen, requires_grad=True)
+    return torch, fns, x, torch.randint(c, (n, *dims), device=device, generator=gen)
 
 
 def _cuda_peak(torch, fn, x, t) -> float:
@@ -226,11 +240,11 @@ def _cuda_peak(torch, fn, x, t) -> float:
     return peak / MIB
 
 
-def peak_memory(op: str, n: int, c: int, device: str, threads: int | None) -> dict:
+def peak_memory(op: str, n: int, c: int, device: str, threads: int | None, dims: tuple[int, ...] = ()) -> dict:
     """Extra CPU memory of one forward+backward beyond its inputs, in a fresh process per (shape, op): an RSS
     high-water mark only rises (on CUDA ``timings`` reads the allocator's peak, which resets)."""
     try:
-        torch, fns, x, t = _prepare([op], n, c, device, threads)
+        torch, fns, x, t = _prepare([op], n, c, device, threads, tuple(dims))
         gc.collect()
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
         fns[op](x, t).backward()
@@ -242,11 +256,12 @@ def peak_memory(op: str, n: int, c: int, device: str, threads: int | None) -> di
     return {"status": "ok", "peak_MB": peak / MIB}
 
 
-def timings(ops: list[str], n: int, c: int, device: str, threads: int | None, reps: int, warmup: int) -> dict:
+def timings(ops: list[str], n: int, c: int, device: str, threads: int | None, reps: int, warmup: int,
+            dims: tuple[int, ...] = ()) -> dict:
     """Wall times of forward+backward, the ops taken in turn within each repetition (round robin), so that a
     change in the machine's load during the run hits every op alike; the first ``warmup`` rounds are dropped.
     On CUDA each op's peak memory is read first, in this process."""
-    torch, fns, x, t = _prepare(ops, n, c, device, threads)
+    torch, fns, x, t = _prepare(ops, n, c, device, threads, tuple(dims))
     sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
     times: dict[str, list[float]] = {op: [] for op in ops}
     failed, peaks = {}, {}
@@ -324,11 +339,12 @@ def _child(kind: str, **kwargs) -> dict:
 
 
 COLUMNS = ("op", "N", "C", "dtype", "median_ms", "p20_ms", "p80_ms", "peak_MB", "vs_CE", "mem_vs_CE")
-WIDTHS = (17, 5, 7, 5, 10, 9, 9, 9, 7, 9)
+WIDTHS = (17, 9, 7, 5, 10, 9, 9, 9, 7, 9)
 
 
 def _format(row: dict) -> str:
-    cells = [row["op"], row["N"], row["C"], row["dtype"]]
+    positions = "x".join(str(v) for v in (row["N"], *row.get("dims", ())))
+    cells = [row["op"], positions, row["C"], row["dtype"]]
     if row["status"] != "ok":
         cells += [row["status"]] + ["-"] * 5
     else:
@@ -347,11 +363,15 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
-def _shapes(text: str) -> list[tuple[int, int]]:
+def _shapes(text: str) -> list[tuple[int, ...]]:
     try:
-        return [tuple(int(v) for v in item.lower().split("x", 1)) for item in text.split(",") if item]
+        shapes = [tuple(int(v) for v in item.lower().split("x")) for item in text.split(",") if item]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"shapes must look like 512x10,256x1000, got {text!r}") from None
+        shapes = []
+    if not shapes or any(len(shape) < 2 for shape in shapes):
+        raise argparse.ArgumentTypeError(f"shapes must look like 512x10,256x1000 (or NxCxD1x... for K-dim logits), "
+                                         f"got {text!r}")
+    return shapes
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -377,7 +397,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     if args.ops is None:
         liger = args.device != "cpu" and importlib.util.find_spec("liger_kernel") is not None
-        args.ops = ",".join(name for name in PROVIDERS if liger or name not in LIGER)
+        args.ops = ",".join(name for name in PROVIDERS
+                            if name not in CUDA_ONLY or (args.device != "cpu" and (liger or name not in LIGER)))
     wanted = [name for name in args.ops.split(",") if name]
     for name in wanted:
         get_provider(name)
@@ -394,15 +415,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows, started = [], time.perf_counter()
     common = {"device": args.device, "threads": args.threads}
     cpu = args.device == "cpu"  # CUDA peaks are read in the timing process
-    for n, c in shapes:
-        memory = {op: _child("peak_memory", op=op, n=n, c=c, **common) if cpu else {"status": "ok"} for op in ops}
+    for n, c, *dims in shapes:
+        shape = {"n": n, "c": c, "dims": dims, **common}
+        memory = {op: (_child("peak_memory", op=op, **shape) if cpu else {"status": "ok"})
+                  if not (dims and op in LIGER) else {"status": "2-D only"} for op in ops}
         fits = [op for op in ops if memory[op]["status"] == "ok"]
-        timed = _child("timings", ops=fits, n=n, c=c, reps=args.reps or reps_for(n, c), warmup=args.warmup,
-                       **common) if fits else {}
+        positions = n * math.prod(dims)
+        timed = _child("timings", ops=fits, reps=args.reps or reps_for(positions, c), warmup=args.warmup,
+                       **shape) if fits else {}
         shape_rows = {}
         for op in ops:
             result = timed.get(op, memory[op])
-            row = shape_rows[op] = {"op": op, "N": n, "C": c, "dtype": "fp32", **result,
+            row = shape_rows[op] = {"op": op, "N": n, "C": c, **({"dims": dims} if dims else {}), "dtype": "fp32",
+                                    **result,
                                     "peak_MB": result.get("peak_MB", memory[op].get("peak_MB"))}
             base = shape_rows.get(PROVIDERS[op][1], {})
             ok = row["status"] == "ok" and base.get("status") == "ok"

@@ -100,12 +100,10 @@ def _chunk_computer(kernel: str, target: Tensor, class_weight: Tensor | None, bo
     (casting the weights and the token scales, checking the targets' layout) happens here once, and each chunk
     is one launch that writes its losses into ``out`` and its gradient over the logits (the loop owns them)."""
     if kernel == "triton":
-        from .triton.el import launch
+        from .triton.el import float32_on, launch
 
-        def f32(vector: Tensor | None) -> Tensor | None:
-            return vector.to(torch.float32).contiguous() if vector is not None else None
-
-        w, v, scale, labels = f32(class_weight), f32(bonus_weight), f32(token_grad), target.long().contiguous()
+        w, v, scale = (float32_on(t, target.device) for t in (class_weight, bonus_weight, token_grad))
+        labels = target.long().contiguous()
         ignore = opts.ignore_index if opts.ignore_index is not None else -1
 
         def compute(logits: Tensor, rows: slice, out: Tensor) -> Tensor | None:

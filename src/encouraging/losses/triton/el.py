@@ -356,10 +356,7 @@ def el_loss_and_grad(
     if grad_scale is not None and grad_scale.shape != (n,):
         raise ValueError(f"grad_scale must have shape ({n},), got {tuple(grad_scale.shape)}")
 
-    def f32(t: Tensor | None) -> Tensor | None:
-        return t.to(device=logits.device, dtype=torch.float32).contiguous() if t is not None else None
-
-    w, v, scale = f32(weight), f32(bonus_weight), f32(grad_scale)
+    w, v, scale = (float32_on(t, logits.device) for t in (weight, bonus_weight, grad_scale))
     target = target.to(logits.device)
     target = target.contiguous() if soft else target.long().contiguous()
     loss = torch.empty(n, dtype=torch.float32, device=logits.device)
@@ -367,6 +364,11 @@ def el_loss_and_grad(
     launch(logits, target, w, v, loss, grad, ignore_index, label_smoothing, log_end, bonus_scale, bonus_floor,
            scale=scale, block_size=block_size, num_warps=num_warps)
     return loss, grad
+
+
+def float32_on(vector: Tensor | None, device: torch.device) -> Tensor | None:
+    """``vector`` as the kernels read a weight or scale vector: contiguous float32 on ``device`` (None stays)."""
+    return vector.to(device=device, dtype=torch.float32).contiguous() if vector is not None else None
 
 
 def launch(logits: Tensor, target: Tensor, weight: Tensor | None, bonus_weight: Tensor | None, loss: Tensor,

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from .._checks import assert_targets_in_range, data_checks_enabled
 from ..fused import saved_grad_times
-from .el import launch, target_stats
+from .el import float32_on, launch, target_stats
 
 
 class _TritonEncouragingLoss(torch.autograd.Function):
@@ -64,10 +64,7 @@ def encouraging_loss(logits: Tensor, target: Tensor, weight: Tensor | None, bonu
     """The loss of ``(N, C)`` logits (float32, float16 or bfloat16, contiguous rows, ``N > 0``) against ``(N,)``
     int64 class indices or ``(N, C)`` probabilities, with the log bonus without ``bonus_start``, in the logits'
     dtype; every argument checked by the caller (:func:`encouraging.losses.encouraging_loss`)."""
-
-    def f32(vector: Tensor | None) -> Tensor | None:
-        return vector.to(dtype=torch.float32).contiguous() if vector is not None else None
-
-    loss = _TritonEncouragingLoss.apply(logits, target.contiguous(), f32(weight), f32(bonus_weight), ignore_index,
-                                        reduction, label_smoothing, log_end, bonus_scale, bonus_floor)
+    loss = _TritonEncouragingLoss.apply(logits, target.contiguous(), float32_on(weight, logits.device),
+                                        float32_on(bonus_weight, logits.device), ignore_index, reduction,
+                                        label_smoothing, log_end, bonus_scale, bonus_floor)
     return loss.to(logits.dtype)

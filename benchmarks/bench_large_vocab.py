@@ -173,6 +173,17 @@ def get_provider(name: str):
 # ------------------------------------------------------------------------------------------------- child
 
 
+def make_inputs(rows: int, v: int, h: int, device: str, dtype, gen):
+    """``(hidden (rows, H), weight (V, H), target (rows,))``, both leaves requiring grad, drawn from ``gen``."""
+    import torch
+
+    hidden = torch.randn(rows, h, device=device, dtype=dtype, generator=gen).requires_grad_()
+    # in place: a temporary (V, H) copy would raise ru_maxrss's high-water mark before the measured call
+    weight = torch.randn(v, h, device=device, dtype=dtype, generator=gen).div_(h**0.5).requires_grad_()
+    return hidden, weight, torch.randint(v, (rows,), device=device, generator=gen)
+
+
+
 def measure(ops: list[str], n: int, v: int, h: int, device: str, dtype: str, threads: int | None,
             reps: int) -> dict:
     """Per op: peak memory of one forward+backward beyond the inputs, and the wall times of ``reps`` calls."""
@@ -184,10 +195,7 @@ def measure(ops: list[str], n: int, v: int, h: int, device: str, dtype: str, thr
     gen = torch.Generator(device).manual_seed(0)
 
     def inputs(rows, v, h):
-        hidden = torch.randn(rows, h, device=device, dtype=dt, generator=gen).requires_grad_()
-        # in place: a temporary (V, H) copy would raise ru_maxrss's high-water mark before the measured call
-        weight = torch.randn(v, h, device=device, dtype=dt, generator=gen).div_(h**0.5).requires_grad_()
-        return hidden, weight, torch.randint(v, (rows,), device=device, generator=gen)
+        return make_inputs(rows, v, h, device, dt, gen)
 
     sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
     out = {}

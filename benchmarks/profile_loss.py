@@ -25,7 +25,7 @@ import loss as loss_bench  # benchmarks/loss.py: the providers and the shape par
 
 
 def _call(op: str, shape: tuple[int, ...], device: str):
-    """A closure running one forward+backward of ``op`` on the inputs its benchmark times, seeded alike."""
+    """A closure running one forward+backward of ``op`` on inputs made as its benchmark makes them."""
     if len(shape) == 2:
         n, c = shape
         _, fns, x, t = loss_bench._prepare([op], n, c, device, None)
@@ -34,10 +34,8 @@ def _call(op: str, shape: tuple[int, ...], device: str):
         n, v, h = shape
         fn = bench_large_vocab.get_provider(op)
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        gen = torch.Generator(device).manual_seed(0)
-        hidden = torch.randn(n, h, device=device, dtype=dtype, generator=gen).requires_grad_()
-        weight = torch.randn(v, h, device=device, dtype=dtype, generator=gen).div_(h**0.5).requires_grad_()
-        leaves, args = (hidden, weight), (hidden, weight, torch.randint(v, (n,), device=device, generator=gen))
+        args = bench_large_vocab.make_inputs(n, v, h, device, dtype, torch.Generator(device).manual_seed(0))
+        leaves = args[:2]
 
     def run():
         fn(*args).backward()
